@@ -1,0 +1,475 @@
+//! Wiring: [`Control`] owns the mutable state (config, weights, endpoint sets) and builds
+//! snapshots; [`App`] binds listeners, starts workers, the admin API, reload and signals.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use discovery::ServiceState;
+use tokio::sync::watch;
+
+use crate::admin::model::{ReloadStatus, WeightChange};
+use crate::config::{self, Config};
+use crate::events::Events;
+use crate::metrics::Registry;
+use crate::proxy::{bind_listener, run_worker, Upstreams, Worker, WorkerSet};
+use crate::snapshot::{EndpointStatsRegistry, Inputs, Snapshot, SnapshotHandle};
+use crate::weights::{rfc3339, WeightStore, WeightsError};
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The admin token file could not be read or created.
+    #[error("admin token file {path}: {reason}")]
+    Token {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A worker thread could not start.
+    #[error("cannot start worker: {0}")]
+    Worker(std::io::Error),
+}
+
+/// The control plane's state, behind one lock (never taken on the request path).
+#[derive(Debug)]
+struct State {
+    config: Arc<Config>,
+    loaded_at: SystemTime,
+    last_reload: ReloadStatus,
+    services: BTreeMap<String, ServiceState>,
+    weights: WeightStore,
+}
+
+/// Shared by the admin API, reload and discovery.
+#[derive(Debug)]
+pub struct Control {
+    /// The snapshot every worker reads.
+    pub snapshot: SnapshotHandle,
+    /// Metrics.
+    pub metrics: Arc<Registry>,
+    /// Events for `/v1/events`.
+    pub events: Events,
+    /// Config file path (None when built from a string in tests).
+    pub config_path: Option<PathBuf>,
+    /// Admin bearer token.
+    pub token: Option<String>,
+    /// True after SIGTERM.
+    pub draining: AtomicBool,
+    endpoint_stats: EndpointStatsRegistry,
+    generation: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl Control {
+    /// Builds the control plane and the first snapshot.
+    pub fn new(config: Config, config_path: Option<PathBuf>, token: Option<String>) -> Arc<Self> {
+        let metrics = Arc::new(Registry::new(config.gateway.workers));
+        let (weights, weights_err) = WeightStore::load(config.gateway.state_file.clone());
+        if let Some(e) = &weights_err {
+            tracing::error!(error = %e, "weights state file ignored; the config file's weights apply");
+        }
+        let config = Arc::new(config);
+        let state = State {
+            config: config.clone(),
+            loaded_at: SystemTime::now(),
+            last_reload: ReloadStatus {
+                ok: true,
+                at: None,
+                errors: Vec::new(),
+                restart_required: Vec::new(),
+            },
+            services: BTreeMap::new(),
+            weights,
+        };
+        let endpoint_stats = EndpointStatsRegistry::default();
+        let first = Snapshot::build(
+            1,
+            &Inputs {
+                config: &config,
+                overrides: &state.weights.overrides(),
+                services: &state.services,
+                metrics: &metrics,
+                endpoint_stats: &endpoint_stats,
+                previous: None,
+            },
+        );
+        Arc::new(Self {
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
+            metrics,
+            events: Events::new(),
+            config_path,
+            token,
+            draining: AtomicBool::new(false),
+            endpoint_stats,
+            generation: AtomicU64::new(1),
+            state: Mutex::new(State { ..state }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds a snapshot from `st` and swaps it in.
+    fn rebuild(&self, st: &State) {
+        let previous = self.snapshot.load_full();
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        let next = Snapshot::build(
+            generation,
+            &Inputs {
+                config: &st.config,
+                overrides: &st.weights.overrides(),
+                services: &st.services,
+                metrics: &self.metrics,
+                endpoint_stats: &self.endpoint_stats,
+                previous: Some(&previous),
+            },
+        );
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Re-reads the config file; on success swaps in a new snapshot, on failure keeps serving
+    /// the old one. Either way the result is remembered for `/v1/config` and `/readyz`.
+    pub fn reload(&self) -> ReloadStatus {
+        let Some(path) = &self.config_path else {
+            return ReloadStatus {
+                ok: false,
+                at: Some(rfc3339(SystemTime::now())),
+                errors: vec!["no config file to reload".into()],
+                restart_required: vec![],
+            };
+        };
+        let result = config::load(path);
+        let mut st = self.lock();
+        let at = Some(rfc3339(SystemTime::now()));
+        let status = match result {
+            Ok(cfg) => {
+                let restart_required = restart_required(&st.config, &cfg);
+                if *st.config == cfg {
+                    ReloadStatus {
+                        ok: true,
+                        at,
+                        errors: vec![],
+                        restart_required,
+                    }
+                } else {
+                    st.config = Arc::new(cfg);
+                    st.loaded_at = SystemTime::now();
+                    self.rebuild(&st);
+                    self.metrics.reloads_ok.fetch_add(1, Relaxed);
+                    tracing::info!(file = %path.display(), routes = st.config.routes.len(), "config reloaded");
+                    self.events.emit(
+                        "config_reloaded",
+                        None,
+                        None,
+                        format!(
+                            "{} reloaded: {} routes",
+                            path.display(),
+                            st.config.routes.len()
+                        ),
+                    );
+                    if !restart_required.is_empty() {
+                        tracing::warn!(settings = ?restart_required, "changed settings take effect after a restart");
+                    }
+                    ReloadStatus {
+                        ok: true,
+                        at,
+                        errors: vec![],
+                        restart_required,
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.reloads_failed.fetch_add(1, Relaxed);
+                tracing::warn!(file = %path.display(), error = %e, "config rejected; keeping previous");
+                self.events
+                    .emit("config_rejected", None, None, e.to_string());
+                ReloadStatus {
+                    ok: false,
+                    at,
+                    errors: e.0.iter().map(ToString::to_string).collect(),
+                    restart_required: vec![],
+                }
+            }
+        };
+        st.last_reload = status.clone();
+        status
+    }
+
+    /// Last reload result, config, and when it was loaded.
+    pub fn config_status(&self) -> (Arc<Config>, SystemTime, ReloadStatus) {
+        let st = self.lock();
+        (st.config.clone(), st.loaded_at, st.last_reload.clone())
+    }
+
+    /// Replaces a service's endpoint state (from discovery); no swap when nothing changed.
+    pub fn update_service(&self, name: &str, state: ServiceState) {
+        let mut st = self.lock();
+        if st.services.get(name) == Some(&state) {
+            return;
+        }
+        let changed_set = st.services.get(name).is_none_or(|old| old.set != state.set);
+        let n = state.set.len();
+        st.services.insert(name.to_string(), state);
+        self.rebuild(&st);
+        if changed_set {
+            self.events.emit(
+                "endpoints_changed",
+                None,
+                Some(name.to_string()),
+                format!("{name}: {n} endpoints"),
+            );
+        }
+    }
+
+    /// Changes a route's weights (`None`: back to the file's). See [`WeightStore::change`].
+    pub fn change_weights(
+        &self,
+        route: &str,
+        new: Option<BTreeMap<String, u32>>,
+        expected_revision: Option<u64>,
+        changed_by: String,
+        reason: String,
+    ) -> Result<Option<WeightChange>, WeightsError> {
+        let mut st = self.lock();
+        let snap = self.snapshot.load();
+        let Some(ri) = snap.route_index(route) else {
+            return Ok(None);
+        };
+        let r = &snap.routes[ri];
+        let effective: BTreeMap<String, u32> = r
+            .backends
+            .iter()
+            .zip(r.split.weights())
+            .map(|(b, &w)| (b.name.clone(), w))
+            .collect();
+        let change = st.weights.change(
+            &r.config,
+            effective,
+            new,
+            expected_revision,
+            changed_by,
+            reason,
+        )?;
+        self.rebuild(&st);
+        tracing::info!(route, revision = change.revision, weights = ?change.weights, by = %change.changed_by, "weights changed");
+        self.events.emit(
+            "weights_changed",
+            Some(route.to_string()),
+            None,
+            format!(
+                "{route}: {:?} → {:?} by {} ({})",
+                change.previous, change.weights, change.changed_by, change.reason
+            ),
+        );
+        Ok(Some(change))
+    }
+
+    /// Current revision and history of a route's weights.
+    pub fn weight_history(&self, route: &str) -> (u64, Vec<WeightChange>) {
+        let st = self.lock();
+        st.weights.route(route).map_or((0, vec![]), |w| {
+            (w.revision, w.history.iter().cloned().collect())
+        })
+    }
+
+    /// Snapshot generation now serving.
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+}
+
+/// Names of settings that differ between `a` and `b` but only take effect after a restart.
+fn restart_required(a: &Config, b: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    if a.listeners != b.listeners {
+        v.push("listeners".into());
+    }
+    if a.admin != b.admin {
+        v.push("admin".into());
+    }
+    if a.gateway.workers != b.gateway.workers {
+        v.push("gateway.workers".into());
+    }
+    if a.log != b.log {
+        v.push("log".into());
+    }
+    v
+}
+
+/// Reads the admin token, creating the file with a random token (mode 0600) when it is absent.
+pub fn load_token(path: &std::path::Path) -> Result<String, StartError> {
+    let err = |reason: String| StartError::Token {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Err(err("file is empty".into())),
+        Ok(s) => Ok(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = crate::proxy::new_token(&mut rand::rngs::OsRng);
+            crate::weights::write_atomic(path, format!("{token}\n").as_bytes())
+                .map_err(|e| err(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
+            tracing::info!(file = %path.display(), "created admin token file");
+            Ok(token)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct App {
+    /// Control plane.
+    pub control: Arc<Control>,
+    /// Proxy listener addresses as bound (ports resolved).
+    pub listen_addrs: Vec<std::net::SocketAddr>,
+    /// Admin API address as bound.
+    pub admin_addr: std::net::SocketAddr,
+    workers: WorkerSet,
+    shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// Binds every socket and starts workers and the admin API. Must run inside the control
+    /// runtime (the admin server and background tasks are spawned on it).
+    pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let token = config
+            .admin
+            .token_file
+            .as_deref()
+            .map(load_token)
+            .transpose()?;
+        let workers_n = config.gateway.workers.max(1);
+        // Bind the first socket of each listener, then the others on the port it got (port 0
+        // resolves once), so every worker shares one address through SO_REUSEPORT.
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..workers_n).map(|_| Vec::new()).collect();
+        let mut listen_addrs = Vec::new();
+        for l in &config.listeners {
+            let first = bind_listener(l.addr).map_err(|source| StartError::Bind {
+                addr: l.addr,
+                source,
+            })?;
+            let addr = first.local_addr().map_err(|source| StartError::Bind {
+                addr: l.addr,
+                source,
+            })?;
+            per_worker[0].push(first);
+            for list in per_worker.iter_mut().skip(1) {
+                list.push(bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?);
+            }
+            tracing::info!(listener = %l.name, %addr, workers = workers_n, "listening");
+            listen_addrs.push(addr);
+        }
+        let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.addr,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.addr,
+                source,
+            })?;
+        let drain = config.gateway.drain_timeout;
+        let sample = config.log.access_log_sample;
+        let control = Control::new(config, config_path, token);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (id, listeners) in per_worker.into_iter().enumerate() {
+            let w = Worker {
+                id,
+                snapshot: control.snapshot.clone(),
+                metrics: control.metrics.clone(),
+                upstreams: Upstreams::default(),
+                access_log_sample: sample,
+            };
+            threads.push(
+                run_worker(w, listeners, shutdown_rx.clone(), drain).map_err(StartError::Worker)?,
+            );
+        }
+        tokio::spawn(crate::admin::serve(
+            admin_listener,
+            control.clone(),
+            shutdown_rx.clone(),
+        ));
+        tracing::info!(%admin_addr, "admin API listening");
+        tokio::spawn(sampler(control.metrics.clone(), shutdown_rx.clone()));
+        if let Some(path) = control.config_path.clone() {
+            crate::reload::spawn_watcher(path, control.clone(), shutdown_rx);
+        }
+        Ok(Self {
+            control,
+            listen_addrs,
+            admin_addr,
+            workers: WorkerSet { threads },
+            shutdown,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and returns. SIGHUP reloads the config.
+    pub async fn run(self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let s = self.control.reload();
+                    tracing::info!(ok = s.ok, "reload on SIGHUP");
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, drains in-flight requests (up to the drain deadline) and returns.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: draining in-flight requests");
+        self.control.draining.store(true, Relaxed);
+        let _ = self.shutdown.send(true);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        tracing::info!("drained; bye");
+    }
+}
+
+/// Takes one metrics history sample per second.
+async fn sampler(metrics: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.sample_all(crate::metrics::unix_secs(SystemTime::now())),
+            _ = crate::proxy::stopped(&mut shutdown) => return,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Choosing an endpoint inside a backend's endpoint set.
+//!
+//! Every policy skips ejected endpoints (and, on retry, the endpoint that just failed). The RNG is
+//! passed in by the caller: each worker thread owns one, and tests seed theirs.
+
+mod endpoint_set;
+mod ewma;
+mod p2c;
+mod round_robin;
+
+#[cfg(test)]
+mod tests;
+
+use rand::Rng;
+
+pub use endpoint_set::{now_nanos, EndpointRuntime, EndpointStats};
+pub use ewma::{observe as observe_latency, DECAY, DEFAULT_RTT};
+
+use crate::config::BalancePolicy;
+use round_robin::{RoundRobin, SmoothWeighted};
+
+/// A backend's balancer. Its state (round-robin position) lives as long as the endpoint set.
+#[derive(Debug)]
+pub enum Balancer {
+    /// Each endpoint in turn.
+    RoundRobin(RoundRobin),
+    /// Smooth weighted round robin.
+    Weighted(SmoothWeighted),
+    /// P2C over outstanding requests (weighted).
+    P2cLeastRequest,
+    /// P2C over peak-EWMA latency × (outstanding + 1).
+    P2cEwma,
+}
+
+impl Balancer {
+    /// A balancer for `endpoints` under `policy`.
+    pub fn new(policy: BalancePolicy, endpoints: &[EndpointRuntime]) -> Self {
+        match policy {
+            BalancePolicy::RoundRobin => Self::RoundRobin(RoundRobin::default()),
+            BalancePolicy::WeightedRoundRobin => Self::Weighted(SmoothWeighted::new(endpoints)),
+            BalancePolicy::P2cLeastRequest => Self::P2cLeastRequest,
+            BalancePolicy::P2cEwma => Self::P2cEwma,
+        }
+    }
+
+    /// Index of the endpoint to use, or `None` when every endpoint is ejected or excluded.
+    /// `now` is [`now_nanos`]; `exclude` is an endpoint that already failed this request.
+    pub fn pick<R: Rng + ?Sized>(
+        &self,
+        eps: &[EndpointRuntime],
+        now: u64,
+        exclude: Option<usize>,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let usable = |i: usize| Some(i) != exclude && !eps[i].stats.is_ejected(now);
+        match self {
+            Self::RoundRobin(rr) => rr.pick(eps.len(), usable),
+            Self::Weighted(w) => w.pick(usable),
+            Self::P2cLeastRequest => {
+                p2c::pick(eps.len(), usable, rng, |i| p2c::least_request_cost(&eps[i]))
+            }
+            Self::P2cEwma => p2c::pick(eps.len(), usable, rng, |i| ewma::cost(&eps[i], now)),
+        }
+    }
+}
+
+/// True when at least one endpoint is neither ejected nor excluded.
+pub fn any_usable(eps: &[EndpointRuntime], now: u64) -> bool {
+    eps.iter().any(|e| !e.stats.is_ejected(now))
+}

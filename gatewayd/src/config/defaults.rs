@@ -1,0 +1,33 @@
+//! Defaults, in one place so `docs/configuration.md` can name them.
+
+use std::time::Duration;
+
+/// Listener when the file has none.
+pub const LISTENER: &str = "127.0.0.1:8080";
+/// Admin API address.
+pub const ADMIN: &str = "127.0.0.1:9901";
+/// SIGTERM drain deadline.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cluster name (Consul KV prefix `meshgate/<cluster>/`).
+pub const CLUSTER: &str = "default";
+/// Route timeout until the response head (Envoy's default too).
+pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connect retries on another endpoint.
+pub const RETRIES: u32 = 1;
+/// Upstream TCP connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle upstream keep-alive lifetime.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint and worker.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// Consecutive failures that eject an endpoint.
+pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// First ejection.
+pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(10);
+/// Longest ejection.
+pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Share of a backend's endpoints that may be ejected at once. 100 lets a fully failed backend
+/// be skipped so its weight fails over to the others.
+pub const OUTLIER_MAX_EJECTED_PERCENT: u8 = 100;
+/// Log filter.
+pub const LOG_LEVEL: &str = "info";

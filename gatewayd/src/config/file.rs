@@ -1,0 +1,153 @@
+//! The TOML file as written: serde mirrors with spans. Nothing outside `config/` sees these.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub gateway: GatewayFile,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<ListenerFile>>,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub services: BTreeMap<Spanned<String>, Spanned<ServiceFile>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GatewayFile {
+    pub workers: Option<Spanned<i64>>,
+    pub drain_timeout: Option<Spanned<String>>,
+    pub cluster: Option<Spanned<String>>,
+    pub state_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerFile {
+    pub address: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminFile {
+    pub address: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub public_metrics: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LogFile {
+    pub level: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub directory: Option<Spanned<String>>,
+    pub file_prefix: Option<Spanned<String>>,
+    pub rotation: Option<Spanned<String>>,
+    pub access_log: Option<bool>,
+    pub access_log_sample: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServiceFile {
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<EndpointFile>>,
+    pub balance: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    pub outlier: Option<OutlierFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum EndpointFile {
+    Address(String),
+    Full(EndpointTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndpointTable {
+    pub address: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutlierFile {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    pub name: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub headers: Vec<Spanned<HeaderMatchFile>>,
+    pub strip_prefix: Option<bool>,
+    pub rewrite_prefix: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub on_empty_backend: Option<Spanned<String>>,
+    pub sticky: Option<Spanned<KeyFile>>,
+    #[serde(default)]
+    pub backends: Vec<Spanned<BackendFile>>,
+    #[serde(default)]
+    pub cohorts: Vec<Spanned<CohortFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeaderMatchFile {
+    pub name: Spanned<String>,
+    pub value: Option<Spanned<String>>,
+}
+
+/// `{ cookie = "session" }` or `{ header = "x-user" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyFile {
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BackendFile {
+    pub name: Spanned<String>,
+    pub service: Option<Spanned<String>>,
+    pub weight: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CohortFile {
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+    pub value: Spanned<String>,
+    pub backend: Spanned<String>,
+    /// "force" (default) or "avoid".
+    pub action: Option<Spanned<String>>,
+}

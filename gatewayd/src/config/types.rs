@@ -1,0 +1,302 @@
+//! The validated configuration: newtypes and enums only, every invariant already checked.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A validated gateway configuration. Immutable; a reload builds a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// File it was read from (for messages); "<inline>" style names in tests.
+    pub origin: String,
+    /// The file's text, as read (served by `GET /v1/config`).
+    pub source: Arc<str>,
+    /// Process-wide settings (restart to change `workers`).
+    pub gateway: GatewayConfig,
+    /// Proxy listeners (restart to change).
+    pub listeners: Vec<ListenerConfig>,
+    /// Admin API (restart to change).
+    pub admin: AdminConfig,
+    /// Logging (restart to change).
+    pub log: LogConfig,
+    /// Upstream services by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Routes in declaration order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Worker threads, each with its own runtime, listener (SO_REUSEPORT) and upstream pool.
+    pub workers: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Cluster name: the Consul KV prefix is `meshgate/<cluster>/`.
+    pub cluster: String,
+    /// Where weight changes made without Consul are persisted.
+    pub state_file: Option<PathBuf>,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Bind address (port 0 picks an ephemeral port, reported in the startup log).
+    pub addr: SocketAddr,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Bind address; loopback by default.
+    pub addr: SocketAddr,
+    /// File holding the bearer token. Without it the admin API refuses every authenticated call.
+    pub token_file: Option<PathBuf>,
+    /// Serve `/metrics` without a token (for Prometheus scrapers on a trusted network).
+    pub public_metrics: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `gatewayd=debug`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+    /// Rolling log files instead of stdout.
+    pub file: Option<LogFileConfig>,
+    /// Fraction of requests written to the access log (0 = off, 1 = all).
+    pub access_log_sample: f64,
+}
+
+/// Rolling log files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFileConfig {
+    /// Directory of the files.
+    pub directory: PathBuf,
+    /// File name prefix.
+    pub prefix: String,
+    /// Rotation period.
+    pub rotation: Rotation,
+}
+
+/// Log file rotation period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// New file every minute.
+    Minutely,
+    /// New file every hour.
+    Hourly,
+    /// New file every day.
+    Daily,
+    /// One file forever.
+    Never,
+}
+
+/// Load-balancing policy inside a backend's endpoint set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancePolicy {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// Smooth weighted round robin over endpoint weights (nginx's algorithm).
+    WeightedRoundRobin,
+    /// Power of two random choices, fewer outstanding requests wins (the default).
+    P2cLeastRequest,
+    /// Power of two random choices, lower peak-EWMA latency × load wins (linkerd).
+    P2cEwma,
+}
+
+impl BalancePolicy {
+    /// The name used in the TOML and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedRoundRobin => "weighted_round_robin",
+            Self::P2cLeastRequest => "p2c_least_request",
+            Self::P2cEwma => "p2c_ewma",
+        }
+    }
+}
+
+/// Protocol spoken to a service's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+/// Passive outlier ejection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierConfig {
+    /// Consecutive gateway-side failures (connect error, timeout, 5xx from the gateway's view:
+    /// 502/503/504) that eject an endpoint. 0 disables ejection.
+    pub consecutive_failures: u32,
+    /// First ejection length; doubles with each consecutive ejection up to `max_ejection`.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// At most this share of a backend's endpoints is ejected at once (0–100).
+    pub max_ejected_percent: u8,
+}
+
+/// One `[services.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Service name (the table key).
+    pub name: String,
+    /// Static endpoints: address and weight (≥ 1).
+    pub endpoints: Vec<(SocketAddr, u32)>,
+    /// Balancing policy.
+    pub balance: BalancePolicy,
+    /// Protocol to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint and worker.
+    pub max_idle_per_endpoint: usize,
+    /// Outlier ejection.
+    pub outlier: OutlierConfig,
+}
+
+/// How a route's path is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Byte-wise prefix of the path (as nginx `location` and Envoy `prefix`).
+    Prefix(String),
+    /// Whole path, query excluded.
+    Exact(String),
+}
+
+/// How a route's host is matched (lower-cased, port ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Whole host.
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com` (stored as `.example.com`).
+    Suffix(String),
+}
+
+/// A header condition: present (any value) or equal to a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Lower-case header name.
+    pub name: http::HeaderName,
+    /// Required value; `None` means the header must be present.
+    pub value: Option<String>,
+}
+
+/// How a request's path is changed before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Remove the matched prefix (the result always starts with `/`).
+    StripPrefix,
+    /// Replace the matched prefix by this one.
+    ReplacePrefix(String),
+}
+
+/// What a route does when the chosen backend has no usable endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnEmptyBackend {
+    /// Skip it; its share goes to the other backends (default).
+    Failover,
+    /// Answer 503.
+    Fail,
+}
+
+/// A request attribute used as a key: a cookie or a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestKey {
+    /// Cookie by name.
+    Cookie(String),
+    /// Header by (lower-case) name.
+    Header(http::HeaderName),
+}
+
+impl fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cookie(n) => write!(f, "cookie {n}"),
+            Self::Header(n) => write!(f, "header {n}"),
+        }
+    }
+}
+
+/// What a cohort rule does when its key has its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CohortAction {
+    /// Send the request to the backend (when it has endpoints).
+    Force,
+    /// Keep the request off the backend (kill switch).
+    Avoid,
+}
+
+/// `[[routes.cohorts]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortRule {
+    /// Cookie or header inspected.
+    pub key: RequestKey,
+    /// Value that selects the cohort (exact match).
+    pub value: String,
+    /// Index of the backend in the route's `backends`.
+    pub backend: usize,
+    /// Force or avoid.
+    pub action: CohortAction,
+}
+
+/// `[[routes.backends]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Backend name, unique in its route (`blue`, `green`, `canary` …).
+    pub name: String,
+    /// Service whose endpoints serve it.
+    pub service: String,
+    /// Default weight from the file; runtime overrides replace it.
+    pub weight: u32,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Unique route name.
+    pub name: String,
+    /// Host condition.
+    pub host: Option<HostMatch>,
+    /// Path condition (`Prefix("/")` when none is given).
+    pub path: PathMatch,
+    /// Allowed methods (empty: any).
+    pub methods: Vec<http::Method>,
+    /// Header conditions, all required.
+    pub headers: Vec<HeaderMatch>,
+    /// Path rewrite.
+    pub rewrite: Option<Rewrite>,
+    /// Time allowed until the upstream's response head.
+    pub timeout: Duration,
+    /// Extra attempts on another endpoint when a connect fails before any byte was sent.
+    pub retries: u32,
+    /// Behaviour when a chosen backend has no endpoint.
+    pub on_empty_backend: OnEmptyBackend,
+    /// Sticky key: one client stays on one backend while weights allow it.
+    pub sticky: Option<RequestKey>,
+    /// Backends with weights, in declaration order.
+    pub backends: Vec<BackendConfig>,
+    /// Cohort rules, checked in order.
+    pub cohorts: Vec<CohortRule>,
+}

@@ -1,0 +1,754 @@
+//! From the file's serde mirror to the validated [`Config`]: every problem is collected, each
+//! with its file, line, column and dotted field path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::defaults as d;
+use super::file::{self, FileConfig};
+use super::types::*;
+use super::{ConfigError, ConfigErrors};
+
+struct Ctx<'a> {
+    origin: &'a str,
+    src: &'a str,
+    base_dir: Option<&'a Path>,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, field: impl Into<String>, reason: impl Into<String>) {
+        let (line, column) = line_col(self.src, span.start);
+        self.errors.push(ConfigError {
+            file: self.origin.to_string(),
+            line,
+            column,
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.err(v.span(), field, "must be longer than zero");
+                default
+            }
+            Err(_) => {
+                let reason = format!(
+                    "'{}' is not a duration (examples: '500ms', '15s', '2m')",
+                    v.get_ref()
+                );
+                self.err(v.span(), field, reason);
+                default
+            }
+        }
+    }
+
+    fn int<T: TryFrom<i64>>(
+        &mut self,
+        v: &Spanned<i64>,
+        field: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<T> {
+        let n = *v.get_ref();
+        if n < min || n > max {
+            self.err(
+                v.span(),
+                field,
+                format!("{n} is out of range {min}..={max}"),
+            );
+            return None;
+        }
+        T::try_from(n).ok()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        match self.base_dir {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        field: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(v) = v else { return default };
+        if let Some((_, t)) = options.iter().find(|(name, _)| *name == v.get_ref()) {
+            return *t;
+        }
+        let names: Vec<_> = options.iter().map(|(n, _)| format!("'{n}'")).collect();
+        let reason = format!("'{}' is not one of {}", v.get_ref(), names.join(", "));
+        self.err(v.span(), field, reason);
+        default
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A name usable in URLs, metric labels and KV keys.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+pub(super) fn validate(
+    raw: FileConfig,
+    src: &str,
+    origin: &str,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        origin,
+        src,
+        base_dir,
+        errors: Vec::new(),
+    };
+    let gateway = gateway(&mut cx, &raw.gateway);
+    let listeners = listeners(&mut cx, &raw.listeners);
+    let admin = admin(&mut cx, &raw.admin);
+    let log = log(&mut cx, &raw.log);
+    let mut services = BTreeMap::new();
+    for (name, svc) in &raw.services {
+        if !valid_name(name.get_ref()) {
+            cx.err(
+                name.span(),
+                format!("services.{}", name.get_ref()),
+                "service names use letters, digits, '_', '-', '.'",
+            );
+        }
+        let s = service(&mut cx, name.get_ref(), svc);
+        services.insert(name.get_ref().clone(), s);
+    }
+    let mut routes = Vec::new();
+    let mut seen = HashSet::new();
+    for r in &raw.routes {
+        let name = r.get_ref().name.get_ref();
+        if !seen.insert(name.clone()) {
+            cx.err(
+                r.get_ref().name.span(),
+                format!("routes.{name}.name"),
+                format!("duplicate route name '{name}'"),
+            );
+        }
+        if let Some(route) = route(&mut cx, r, &services) {
+            routes.push(route);
+        }
+    }
+    if cx.errors.is_empty() {
+        Ok(Config {
+            origin: origin.to_string(),
+            source: Arc::from(src),
+            gateway,
+            listeners,
+            admin,
+            log,
+            services,
+            routes,
+        })
+    } else {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
+    let workers = match &g.workers {
+        Some(w) => match cx.int::<usize>(w, "gateway.workers", 0, 256) {
+            Some(0) | None => default_workers(),
+            Some(n) => n,
+        },
+        None => default_workers(),
+    };
+    let cluster = match &g.cluster {
+        Some(c) if !valid_name(c.get_ref()) => {
+            cx.err(
+                c.span(),
+                "gateway.cluster",
+                "cluster names use letters, digits, '_', '-', '.'",
+            );
+            d::CLUSTER.to_string()
+        }
+        Some(c) => c.get_ref().clone(),
+        None => d::CLUSTER.to_string(),
+    };
+    GatewayConfig {
+        workers,
+        drain_timeout: cx.duration(&g.drain_timeout, "gateway.drain_timeout", d::DRAIN_TIMEOUT),
+        cluster,
+        state_file: g.state_file.as_ref().map(|p| cx.path(p.get_ref())),
+    }
+}
+
+/// One worker per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn socket_addr(cx: &mut Ctx<'_>, v: &Spanned<String>, field: &str) -> Option<SocketAddr> {
+    match v.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            let reason = format!(
+                "'{}' is not an IP:port address (examples: '127.0.0.1:8080', '[::1]:8080')",
+                v.get_ref()
+            );
+            cx.err(v.span(), field, reason);
+            None
+        }
+    }
+}
+
+fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<ListenerConfig> {
+    let mut out: Vec<ListenerConfig> = Vec::new();
+    for (i, l) in ls.iter().enumerate() {
+        let l = l.get_ref();
+        let name = l
+            .name
+            .as_ref()
+            .map_or_else(|| format!("listener-{i}"), |n| n.get_ref().clone());
+        let field = format!("listeners[{i}].address");
+        if let Some(addr) = socket_addr(cx, &l.address, &field) {
+            if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
+                cx.err(l.address.span(), field, format!("{addr} is listed twice"));
+            }
+            out.push(ListenerConfig { name, addr });
+        }
+    }
+    if ls.is_empty() {
+        if let Ok(addr) = d::LISTENER.parse() {
+            out.push(ListenerConfig {
+                name: "listener-0".into(),
+                addr,
+            });
+        }
+    }
+    out
+}
+
+fn admin(cx: &mut Ctx<'_>, a: &file::AdminFile) -> AdminConfig {
+    let default: SocketAddr = d::ADMIN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    AdminConfig {
+        addr: a
+            .address
+            .as_ref()
+            .and_then(|v| socket_addr(cx, v, "admin.address"))
+            .unwrap_or(default),
+        token_file: a.token_file.as_ref().map(|p| cx.path(p.get_ref())),
+        public_metrics: a.public_metrics.unwrap_or(false),
+    }
+}
+
+fn log(cx: &mut Ctx<'_>, l: &file::LogFile) -> LogConfig {
+    let level = match &l.level {
+        Some(v) => match tracing_subscriber::EnvFilter::builder().parse(v.get_ref()) {
+            Ok(_) => v.get_ref().clone(),
+            Err(e) => {
+                cx.err(
+                    v.span(),
+                    "log.level",
+                    format!("'{}' is not a log filter: {e}", v.get_ref()),
+                );
+                d::LOG_LEVEL.to_string()
+            }
+        },
+        None => d::LOG_LEVEL.to_string(),
+    };
+    let format = cx.choice(
+        &l.format,
+        "log.format",
+        &[("json", LogFormat::Json), ("text", LogFormat::Text)],
+        LogFormat::Json,
+    );
+    let rotation = cx.choice(
+        &l.rotation,
+        "log.rotation",
+        &[
+            ("minutely", Rotation::Minutely),
+            ("hourly", Rotation::Hourly),
+            ("daily", Rotation::Daily),
+            ("never", Rotation::Never),
+        ],
+        Rotation::Daily,
+    );
+    let file = l.directory.as_ref().map(|dir| LogFileConfig {
+        directory: cx.path(dir.get_ref()),
+        prefix: l
+            .file_prefix
+            .as_ref()
+            .map_or_else(|| "gatewayd.log".to_string(), |p| p.get_ref().clone()),
+        rotation,
+    });
+    let mut sample = if l.access_log.unwrap_or(false) {
+        1.0
+    } else {
+        0.0
+    };
+    if let Some(s) = &l.access_log_sample {
+        let v = *s.get_ref();
+        if (0.0..=1.0).contains(&v) {
+            sample = v;
+        } else {
+            cx.err(
+                s.span(),
+                "log.access_log_sample",
+                format!("{v} is not a fraction between 0 and 1"),
+            );
+        }
+    }
+    LogConfig {
+        level,
+        format,
+        file,
+        access_log_sample: sample,
+    }
+}
+
+fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> ServiceConfig {
+    let s = svc.get_ref();
+    let mut endpoints = Vec::new();
+    for (i, ep) in s.endpoints.iter().enumerate() {
+        let field = format!("services.{name}.endpoints[{i}]");
+        let (addr, weight) = match ep.get_ref() {
+            file::EndpointFile::Address(a) => (a.as_str(), 1),
+            file::EndpointFile::Full(t) => (t.address.as_str(), t.weight.unwrap_or(1)),
+        };
+        let Ok(addr) = addr.parse::<SocketAddr>() else {
+            cx.err(
+                ep.span(),
+                field,
+                format!("'{addr}' is not an IP:port address"),
+            );
+            continue;
+        };
+        if !(1..=1_000_000).contains(&weight) {
+            cx.err(
+                ep.span(),
+                format!("{field}.weight"),
+                format!("{weight} is out of range 1..=1000000"),
+            );
+            continue;
+        }
+        endpoints.push((addr, weight as u32));
+    }
+    let balance = cx.choice(
+        &s.balance,
+        &format!("services.{name}.balance"),
+        &[
+            ("round_robin", BalancePolicy::RoundRobin),
+            ("weighted_round_robin", BalancePolicy::WeightedRoundRobin),
+            ("p2c_least_request", BalancePolicy::P2cLeastRequest),
+            ("p2c_ewma", BalancePolicy::P2cEwma),
+        ],
+        BalancePolicy::P2cLeastRequest,
+    );
+    let protocol = cx.choice(
+        &s.protocol,
+        &format!("services.{name}.protocol"),
+        &[
+            ("http1", UpstreamProtocol::Http1),
+            ("h2c", UpstreamProtocol::H2c),
+        ],
+        UpstreamProtocol::Http1,
+    );
+    let max_idle = match &s.max_idle_per_endpoint {
+        Some(v) => cx
+            .int::<usize>(
+                v,
+                &format!("services.{name}.max_idle_per_endpoint"),
+                0,
+                100_000,
+            )
+            .unwrap_or(d::MAX_IDLE_PER_ENDPOINT),
+        None => d::MAX_IDLE_PER_ENDPOINT,
+    };
+    let outlier = outlier(cx, name, s.outlier.as_ref());
+    ServiceConfig {
+        name: name.to_string(),
+        endpoints,
+        balance,
+        protocol,
+        connect_timeout: cx.duration(
+            &s.connect_timeout,
+            &format!("services.{name}.connect_timeout"),
+            d::CONNECT_TIMEOUT,
+        ),
+        idle_timeout: cx.duration(
+            &s.idle_timeout,
+            &format!("services.{name}.idle_timeout"),
+            d::IDLE_TIMEOUT,
+        ),
+        max_idle_per_endpoint: max_idle,
+        outlier,
+    }
+}
+
+fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> OutlierConfig {
+    let mut out = OutlierConfig {
+        consecutive_failures: d::OUTLIER_CONSECUTIVE_FAILURES,
+        base_ejection: d::OUTLIER_BASE_EJECTION,
+        max_ejection: d::OUTLIER_MAX_EJECTION,
+        max_ejected_percent: d::OUTLIER_MAX_EJECTED_PERCENT,
+    };
+    let Some(o) = o else { return out };
+    let prefix = format!("services.{name}.outlier");
+    if let Some(v) = &o.consecutive_failures {
+        out.consecutive_failures = cx
+            .int(v, &format!("{prefix}.consecutive_failures"), 0, 1000)
+            .unwrap_or(out.consecutive_failures);
+    }
+    if let Some(v) = &o.max_ejected_percent {
+        out.max_ejected_percent = cx
+            .int(v, &format!("{prefix}.max_ejected_percent"), 0, 100)
+            .unwrap_or(out.max_ejected_percent);
+    }
+    out.base_ejection = cx.duration(
+        &o.base_ejection,
+        &format!("{prefix}.base_ejection"),
+        out.base_ejection,
+    );
+    out.max_ejection = cx.duration(
+        &o.max_ejection,
+        &format!("{prefix}.max_ejection"),
+        out.max_ejection,
+    );
+    if out.max_ejection < out.base_ejection {
+        if let Some(v) = &o.max_ejection {
+            cx.err(
+                v.span(),
+                format!("{prefix}.max_ejection"),
+                "must not be shorter than base_ejection",
+            );
+        }
+    }
+    out
+}
+
+fn request_key(
+    cx: &mut Ctx<'_>,
+    span: Range<usize>,
+    field: &str,
+    cookie: &Option<String>,
+    header: &Option<String>,
+) -> Option<RequestKey> {
+    match (cookie, header) {
+        (Some(c), None) if !c.is_empty() => Some(RequestKey::Cookie(c.clone())),
+        (None, Some(h)) => match http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) => Some(RequestKey::Header(n)),
+            Err(_) => {
+                cx.err(span, field, format!("'{h}' is not a header name"));
+                None
+            }
+        },
+        _ => {
+            cx.err(span, field, "give exactly one of 'cookie' or 'header'");
+            None
+        }
+    }
+}
+
+fn route(
+    cx: &mut Ctx<'_>,
+    r: &Spanned<file::RouteFile>,
+    services: &BTreeMap<String, ServiceConfig>,
+) -> Option<RouteConfig> {
+    let before = cx.errors.len();
+    let f = r.get_ref();
+    let name = f.name.get_ref().clone();
+    let p = format!("routes.{name}");
+    if !valid_name(&name) {
+        cx.err(
+            f.name.span(),
+            format!("{p}.name"),
+            "route names use letters, digits, '_', '-', '.'",
+        );
+    }
+    let host = f.host.as_ref().and_then(|h| {
+        let v = h.get_ref().to_ascii_lowercase();
+        if let Some(suffix) = v.strip_prefix("*.") {
+            if suffix.is_empty() || suffix.contains('*') {
+                cx.err(
+                    h.span(),
+                    format!("{p}.host"),
+                    format!("'{v}' is not a host or '*.suffix' pattern"),
+                );
+                return None;
+            }
+            Some(HostMatch::Suffix(format!(".{suffix}")))
+        } else if v.is_empty() || v.contains('*') || v.contains('/') || v.contains(' ') {
+            cx.err(
+                h.span(),
+                format!("{p}.host"),
+                format!("'{v}' is not a host or '*.suffix' pattern"),
+            );
+            None
+        } else {
+            Some(HostMatch::Exact(v))
+        }
+    });
+    let path = match (&f.path_prefix, &f.path) {
+        (Some(_), Some(e)) => {
+            cx.err(
+                e.span(),
+                format!("{p}.path"),
+                "give 'path' or 'path_prefix', not both",
+            );
+            PathMatch::Prefix("/".into())
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            if !v.get_ref().starts_with('/') {
+                let field = if f.path.is_some() {
+                    "path"
+                } else {
+                    "path_prefix"
+                };
+                cx.err(
+                    v.span(),
+                    format!("{p}.{field}"),
+                    format!("'{}' must start with '/'", v.get_ref()),
+                );
+            }
+            if f.path.is_some() {
+                PathMatch::Exact(v.get_ref().clone())
+            } else {
+                PathMatch::Prefix(v.get_ref().clone())
+            }
+        }
+        (None, None) => PathMatch::Prefix("/".into()),
+    };
+    let mut methods = Vec::new();
+    for m in &f.methods {
+        match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+            Ok(x) => methods.push(x),
+            Err(_) => cx.err(
+                m.span(),
+                format!("{p}.methods"),
+                format!("'{}' is not an HTTP method", m.get_ref()),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for h in &f.headers {
+        let hf = h.get_ref();
+        match http::HeaderName::from_bytes(hf.name.get_ref().to_ascii_lowercase().as_bytes()) {
+            Ok(name) => headers.push(HeaderMatch {
+                name,
+                value: hf.value.as_ref().map(|v| v.get_ref().clone()),
+            }),
+            Err(_) => cx.err(
+                hf.name.span(),
+                format!("{p}.headers.name"),
+                format!("'{}' is not a header name", hf.name.get_ref()),
+            ),
+        }
+    }
+    let rewrite = match (f.strip_prefix.unwrap_or(false), &f.rewrite_prefix) {
+        (true, Some(v)) => {
+            cx.err(
+                v.span(),
+                format!("{p}.rewrite_prefix"),
+                "give 'strip_prefix' or 'rewrite_prefix', not both",
+            );
+            None
+        }
+        (true, None) => Some(Rewrite::StripPrefix),
+        (false, Some(v)) => {
+            if !v.get_ref().starts_with('/') {
+                cx.err(
+                    v.span(),
+                    format!("{p}.rewrite_prefix"),
+                    format!("'{}' must start with '/'", v.get_ref()),
+                );
+            }
+            Some(Rewrite::ReplacePrefix(v.get_ref().clone()))
+        }
+        (false, None) => None,
+    };
+    if rewrite.is_some() && !matches!(path, PathMatch::Prefix(_)) {
+        cx.err(
+            r.span(),
+            format!("{p}.strip_prefix"),
+            "prefix rewriting needs 'path_prefix'",
+        );
+    }
+    let retries = f
+        .retries
+        .as_ref()
+        .map_or(Some(d::RETRIES), |v| {
+            cx.int(v, &format!("{p}.retries"), 0, 5)
+        })
+        .unwrap_or(d::RETRIES);
+    let on_empty_backend = cx.choice(
+        &f.on_empty_backend,
+        &format!("{p}.on_empty_backend"),
+        &[
+            ("failover", OnEmptyBackend::Failover),
+            ("fail", OnEmptyBackend::Fail),
+        ],
+        OnEmptyBackend::Failover,
+    );
+    let sticky = f.sticky.as_ref().and_then(|s| {
+        request_key(
+            cx,
+            s.span(),
+            &format!("{p}.sticky"),
+            &s.get_ref().cookie,
+            &s.get_ref().header,
+        )
+    });
+
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    if f.backends.is_empty() {
+        cx.err(
+            r.span(),
+            format!("{p}.backends"),
+            "a route needs at least one backend",
+        );
+    }
+    for b in &f.backends {
+        let bf = b.get_ref();
+        let bname = bf.name.get_ref().clone();
+        if !valid_name(&bname) {
+            cx.err(
+                bf.name.span(),
+                format!("{p}.backends.name"),
+                "backend names use letters, digits, '_', '-', '.'",
+            );
+        }
+        if backends.iter().any(|x| x.name == bname) {
+            cx.err(
+                bf.name.span(),
+                format!("{p}.backends.{bname}"),
+                format!("duplicate backend '{bname}'"),
+            );
+        }
+        let service = bf
+            .service
+            .as_ref()
+            .map_or_else(|| bname.clone(), |s| s.get_ref().clone());
+        if !services.contains_key(&service) {
+            let span = bf
+                .service
+                .as_ref()
+                .map_or_else(|| bf.name.span(), |s| s.span());
+            let known: Vec<_> = services.keys().map(|k| format!("'{k}'")).collect();
+            let known = if known.is_empty() {
+                "none are defined".to_string()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            cx.err(
+                span,
+                format!("{p}.backends.{bname}.service"),
+                format!("unknown service '{service}' ({known})"),
+            );
+        }
+        let weight = cx
+            .int::<u32>(
+                &bf.weight,
+                &format!("{p}.backends.{bname}.weight"),
+                0,
+                10_000,
+            )
+            .unwrap_or(0);
+        backends.push(BackendConfig {
+            name: bname,
+            service,
+            weight,
+        });
+    }
+    if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+        cx.err(
+            r.span(),
+            format!("{p}.backends"),
+            "all weights are 0: at least one backend needs a weight above 0",
+        );
+    }
+    let mut cohorts = Vec::new();
+    for c in &f.cohorts {
+        let cf = c.get_ref();
+        let key = request_key(
+            cx,
+            c.span(),
+            &format!("{p}.cohorts"),
+            &cf.cookie,
+            &cf.header,
+        );
+        let action = cx.choice(
+            &cf.action,
+            &format!("{p}.cohorts.action"),
+            &[
+                ("force", CohortAction::Force),
+                ("avoid", CohortAction::Avoid),
+            ],
+            CohortAction::Force,
+        );
+        let Some(backend) = backends
+            .iter()
+            .position(|b| &b.name == cf.backend.get_ref())
+        else {
+            cx.err(
+                cf.backend.span(),
+                format!("{p}.cohorts.backend"),
+                format!("unknown backend '{}' in this route", cf.backend.get_ref()),
+            );
+            continue;
+        };
+        if let Some(key) = key {
+            cohorts.push(CohortRule {
+                key,
+                value: cf.value.get_ref().clone(),
+                backend,
+                action,
+            });
+        }
+    }
+    let timeout = cx.duration(&f.timeout, &format!("{p}.timeout"), d::ROUTE_TIMEOUT);
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(RouteConfig {
+        name,
+        host,
+        path,
+        methods,
+        headers,
+        rewrite,
+        timeout,
+        retries,
+        on_empty_backend,
+        sticky,
+        backends,
+        cohorts,
+    })
+}

@@ -1,0 +1,5 @@
+//! Passive health: outlier ejection from the results of real requests.
+
+mod outlier;
+
+pub use outlier::{record_outcome, Outcome};

@@ -1,0 +1,352 @@
+//! The request path: route → split → balance → upstream, with one table from failure to
+//! response. [`handle`] never fails; [`handle_inner`] uses `?` and classified errors.
+
+mod body;
+mod client;
+mod error;
+mod headers;
+mod server;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+pub use body::ResponseBody;
+pub use client::{PoolReturn, SendError, Upstreams};
+pub use error::{respond, ProxyError, Side};
+pub use server::{bind_listener, run_worker, stopped, WorkerSet};
+
+/// A 64-hex-digit random token (admin API secrets).
+pub fn new_token<R: Rng + ?Sized>(rng: &mut R) -> String {
+    let a = headers::new_request_id(rng);
+    let b = headers::new_request_id(rng);
+    format!("{}{}", a.to_str().unwrap_or(""), b.to_str().unwrap_or(""))
+}
+
+use crate::balance::{any_usable, now_nanos, observe_latency};
+use crate::config::{PathMatch, UpstreamProtocol};
+use crate::health::{record_outcome, Outcome};
+use crate::metrics::Registry;
+use crate::route::rewrite_path;
+use crate::snapshot::{RouteRuntime, Snapshot, SnapshotHandle};
+use crate::split::Choice;
+
+thread_local! {
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
+}
+
+/// Runs `f` with this thread's RNG.
+pub fn with_rng<T>(f: impl FnOnce(&mut SmallRng) -> T) -> T {
+    RNG.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// What one worker thread shares between its connections.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    /// Worker index (selects the metrics shard).
+    pub id: usize,
+    /// The routing snapshot.
+    pub snapshot: SnapshotHandle,
+    /// Metrics registry.
+    pub metrics: Arc<Registry>,
+    /// This worker's upstream pool.
+    pub upstreams: Upstreams,
+    /// Fraction of requests written to the access log.
+    pub access_log_sample: f64,
+}
+
+/// Facts about the downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// True when the client connected over TLS.
+    pub tls: bool,
+}
+
+/// Which route and backend a request reached, for metrics.
+#[derive(Debug, Default)]
+struct Reached {
+    route: Option<usize>,
+    backend: Option<usize>,
+}
+
+/// Proxies one request. Never fails: gateway-made errors become JSON responses.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    w: &Worker,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let snap = w.snapshot.load_full();
+    let request_id = with_rng(|rng| headers::request_id(req.headers_mut(), rng));
+    let (method, log_path) = if w.access_log_sample > 0.0 {
+        (
+            Some(req.method().clone()),
+            Some(req.uri().path().to_string()),
+        )
+    } else {
+        (None, None)
+    };
+    let mut reached = Reached::default();
+    let mut resp = match handle_inner(req, &snap, w, conn, &mut reached).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
+            respond(&e, Some(&request_id))
+        }
+    };
+    resp.headers_mut()
+        .entry(&headers::REQUEST_ID)
+        .or_insert(request_id);
+    let latency = start.elapsed();
+    let status = resp.status().as_u16();
+    match (reached.route, reached.backend) {
+        (Some(r), Some(b)) => snap.routes[r].backends[b]
+            .metrics
+            .shard(w.id)
+            .finish(status, latency),
+        (Some(r), None) => snap.routes[r].unrouted.shard(w.id).record(status, latency),
+        _ => w.metrics.unmatched.shard(w.id).record(status, latency),
+    }
+    if let (Some(m), Some(p)) = (method, log_path) {
+        if with_rng(|rng| rng.gen_bool(w.access_log_sample.clamp(0.0, 1.0))) {
+            let route = reached
+                .route
+                .map(|r| snap.routes[r].config.name.as_str())
+                .unwrap_or("");
+            let backend = reached
+                .route
+                .zip(reached.backend)
+                .map(|(r, b)| snap.routes[r].backends[b].name.as_str())
+                .unwrap_or("");
+            tracing::info!(target: "access", method = %m, path = %p, status, route, backend, latency_us = latency.as_micros() as u64, client = %conn.peer, request_id = ?resp.headers().get(&headers::REQUEST_ID), "request");
+        }
+    }
+    resp
+}
+
+async fn handle_inner(
+    mut req: Request<Incoming>,
+    snap: &Arc<Snapshot>,
+    w: &Worker,
+    conn: &ConnInfo,
+    reached: &mut Reached,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Some(ri) = snap.table.match_request(&req) else {
+        let host = crate::route::host_of(&req)
+            .map(|h| h.into_owned())
+            .unwrap_or_default();
+        return Err(ProxyError::NoRoute {
+            host,
+            path: req.uri().path().to_string(),
+        });
+    };
+    reached.route = Some(ri);
+    let route = &snap.routes[ri];
+    let now = now_nanos();
+    let usable = |b: usize| any_usable(&snap.services[route.backends[b].service].endpoints, now);
+    let bi = match with_rng(|rng| route.split.choose(&req, usable, rng)) {
+        Choice::Backend(b) => b,
+        Choice::Empty(_) | Choice::Nothing => {
+            return Err(ProxyError::NoHealthyEndpoints {
+                route: route.config.name.clone(),
+            })
+        }
+    };
+    reached.backend = Some(bi);
+    let backend = &route.backends[bi];
+    backend.metrics.shard(w.id).start();
+    let svc = &snap.services[backend.service];
+
+    let upgrade = headers::is_upgrade(req.headers()) && req.version() == http::Version::HTTP_11;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    prepare(&mut req, route, conn, svc.config.protocol, upgrade)?;
+
+    let timeout = route.config.timeout;
+    let attempt = async {
+        let mut exclude = None;
+        let mut attempts_left = route.config.retries;
+        loop {
+            let now = now_nanos();
+            let Some(ei) = with_rng(|rng| svc.balancer.pick(&svc.endpoints, now, exclude, rng))
+            else {
+                return Err(ProxyError::NoHealthyEndpoints {
+                    route: route.config.name.clone(),
+                });
+            };
+            let ep = &svc.endpoints[ei];
+            ep.stats.in_flight.fetch_add(1, Relaxed);
+            ep.stats.requests.fetch_add(1, Relaxed);
+            let sent_at = Instant::now();
+            let result = if upgrade {
+                w.upstreams
+                    .send_upgrade(ep.endpoint.addr, &svc.config, req)
+                    .await
+                    .map(|r| (r, None))
+                    .map_err(SendError::Failed)
+            } else {
+                w.upstreams.send(ep.endpoint.addr, &svc.config, req).await
+            };
+            ep.stats.in_flight.fetch_sub(1, Relaxed);
+            let now = now_nanos();
+            match result {
+                Ok((resp, ret)) => {
+                    observe_latency(&ep.stats, now, sent_at.elapsed());
+                    let outcome = if resp.status().is_server_error() {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    if record_outcome(&svc.endpoints, ei, outcome, &svc.config.outlier, now) {
+                        w.metrics.ejections.fetch_add(1, Relaxed);
+                    }
+                    return Ok((resp, ret));
+                }
+                Err(SendError::NotSent(r, e)) => {
+                    if record_outcome(
+                        &svc.endpoints,
+                        ei,
+                        Outcome::Failure,
+                        &svc.config.outlier,
+                        now,
+                    ) {
+                        w.metrics.ejections.fetch_add(1, Relaxed);
+                    }
+                    if attempts_left == 0 || !e.is_retryable() {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "retrying on another endpoint");
+                    attempts_left -= 1;
+                    w.metrics.count_retry();
+                    exclude = Some(ei);
+                    req = *r;
+                }
+                Err(SendError::Failed(e)) => {
+                    if record_outcome(
+                        &svc.endpoints,
+                        ei,
+                        Outcome::Failure,
+                        &svc.config.outlier,
+                        now,
+                    ) {
+                        w.metrics.ejections.fetch_add(1, Relaxed);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let (mut resp, ret) = match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+    };
+    if let (Some(down), true) = (
+        downstream_upgrade,
+        resp.status() == http::StatusCode::SWITCHING_PROTOCOLS,
+    ) {
+        let up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(splice(down, up));
+        headers::remove_hop_by_hop(resp.headers_mut(), true);
+        return Ok(resp.map(|_| ResponseBody::empty()));
+    }
+    headers::remove_hop_by_hop(resp.headers_mut(), false);
+    // We are the client's server: speak our own version, not the upstream's (an HTTP/1.0
+    // upstream must not turn the client's keep-alive connection into HTTP/1.0).
+    *resp.version_mut() = http::Version::HTTP_11;
+    Ok(resp.map(|body| ResponseBody::Upstream { body, ret }))
+}
+
+/// Copies bytes both ways between the two sides of a protocol switch until either closes.
+async fn splice(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "protocol switch failed");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// Rewrites the request for the upstream: path rewrite, origin-form (HTTP/1.1) or authority-form
+/// (HTTP/2) URI, `Host`, hop-by-hop removal and forwarding headers.
+fn prepare(
+    req: &mut Request<Incoming>,
+    route: &RouteRuntime,
+    conn: &ConnInfo,
+    proto: UpstreamProtocol,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
+    let host = headers::host_value(req.headers(), req.uri());
+    let uri = req.uri();
+    let path = match (&route.config.rewrite, &route.config.path) {
+        (Some(rw), PathMatch::Prefix(prefix)) => {
+            Some(rewrite_path(rw, prefix, uri.path()).into_owned())
+        }
+        _ => None,
+    };
+    let new_uri = match (proto, path) {
+        (UpstreamProtocol::Http1, None) if uri.authority().is_none() => None,
+        (proto, path) => {
+            let p = path.as_deref().unwrap_or(uri.path());
+            let pq = match uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_string(),
+            };
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(
+                pq.parse()
+                    .map_err(|_| ProxyError::BadRequest("path cannot be rewritten"))?,
+            );
+            if proto == UpstreamProtocol::H2c {
+                parts.scheme = Some(http::uri::Scheme::HTTP);
+                let authority = host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("localhost");
+                parts.authority = Some(
+                    authority
+                        .parse()
+                        .map_err(|_| ProxyError::BadRequest("invalid host"))?,
+                );
+            }
+            Some(
+                Uri::from_parts(parts)
+                    .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+            )
+        }
+    };
+    if let Some(u) = new_uri {
+        *req.uri_mut() = u;
+    }
+    let h = req.headers_mut();
+    headers::remove_hop_by_hop(h, upgrade);
+    headers::add_forwarded(h, conn.peer.ip(), conn.tls, host.as_ref());
+    match proto {
+        UpstreamProtocol::Http1 => {
+            *req.version_mut() = http::Version::HTTP_11;
+            if let Some(host) = host {
+                req.headers_mut().insert(http::header::HOST, host);
+            } else {
+                return Err(ProxyError::BadRequest("missing Host header"));
+            }
+        }
+        UpstreamProtocol::H2c => {
+            *req.version_mut() = http::Version::HTTP_2;
+            req.headers_mut().remove(http::header::HOST);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! The response body type: a streamed upstream body (returning its connection to the pool at
+//! the end) or a small in-memory body. An enum rather than a box: no allocation per response.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::client::PoolReturn;
+
+/// Body of every response the gateway sends.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// Gateway-made body.
+    Full(Option<Bytes>),
+    /// Streamed from the upstream.
+    Upstream {
+        /// The upstream body.
+        body: Incoming,
+        /// Gives the connection back to the pool once the body has ended.
+        ret: Option<PoolReturn>,
+    },
+}
+
+impl ResponseBody {
+    /// An in-memory body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        Self::Full(Some(b.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            Self::Upstream { body, ret } => {
+                let r = Pin::new(&mut *body).poll_frame(cx);
+                if let Poll::Ready(None) = r {
+                    if let Some(ret) = ret.take() {
+                        ret.give_back();
+                    }
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Self::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

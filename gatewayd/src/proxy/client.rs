@@ -1,0 +1,319 @@
+//! The upstream client: one pool per worker thread (no lock shared between workers), keep-alive
+//! HTTP/1.1 connections per endpoint, one multiplexed HTTP/2 connection per endpoint for h2c.
+//!
+//! The connection is established *before* the request is handed over, and a pooled connection
+//! that turns out dead gives the request back (`try_send_request`), so a request is only ever
+//! lost to an error after it was really sent: those failures are the only non-retryable ones.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::error::ProxyError;
+use crate::config::{ServiceConfig, UpstreamProtocol};
+
+/// A worker's upstream connections.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    inner: Arc<PoolInner>,
+}
+
+#[derive(Debug, Default)]
+struct PoolInner {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: http1::SendRequest<Incoming>,
+    since: Instant,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+/// Returns an HTTP/1.1 connection to its pool when the response body has been read to the end.
+#[derive(Debug)]
+pub struct PoolReturn {
+    pool: Arc<PoolInner>,
+    addr: SocketAddr,
+    tx: http1::SendRequest<Incoming>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl PoolReturn {
+    /// Puts the connection back (dropped instead when the pool for that endpoint is full).
+    pub fn give_back(self) {
+        if self.tx.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(self.addr).or_default();
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                tx: self.tx,
+                since: Instant::now(),
+                max_idle: self.max_idle,
+                idle_timeout: self.idle_timeout,
+            });
+        }
+    }
+}
+
+/// Why a send failed, and whether the request is still ours.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was sent; the request comes back for another attempt.
+    NotSent(Box<Request<Incoming>>, ProxyError),
+    /// The request was (at least partly) sent.
+    Failed(ProxyError),
+}
+
+impl Upstreams {
+    /// Sends `req` (URI and headers already prepared) to `addr`.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        svc: &ServiceConfig,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
+        match svc.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(addr, svc, req).await,
+            UpstreamProtocol::H2c => self.send_h2(addr, svc, req).await.map(|r| (r, None)),
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        svc: &ServiceConfig,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
+        while let Some(mut tx) = self.checkout(addr) {
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(self.ret(addr, svc, tx)))),
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection was dead before the request left: try another.
+                    Some(r) => req = r,
+                    None => return Err(SendError::Failed(broken(addr, e.error()))),
+                },
+            }
+        }
+        let io = match connect(addr, svc.connect_timeout).await {
+            Ok(io) => io,
+            Err(e) => return Err(SendError::NotSent(Box::new(req), e)),
+        };
+        let (mut tx, conn) = match http1::Builder::new().handshake(io).await {
+            Ok(x) => x,
+            Err(e) => return Err(SendError::NotSent(Box::new(req), connect_err(addr, &e))),
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, Some(self.ret(addr, svc, tx)))),
+            Err(mut e) => match e.take_message() {
+                Some(r) => Err(SendError::NotSent(
+                    Box::new(r),
+                    connect_err(addr, e.error()),
+                )),
+                None => Err(SendError::Failed(broken(addr, e.error()))),
+            },
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        svc: &ServiceConfig,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let existing = {
+            let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
+            match h2.get(&addr) {
+                Some(tx) if !tx.is_closed() => Some(tx.clone()),
+                Some(_) => {
+                    h2.remove(&addr);
+                    None
+                }
+                None => None,
+            }
+        };
+        let mut tx = match existing {
+            Some(tx) => tx,
+            None => {
+                let io = match connect(addr, svc.connect_timeout).await {
+                    Ok(io) => io,
+                    Err(e) => return Err(SendError::NotSent(Box::new(req), e)),
+                };
+                let (tx, conn) = match http2::Builder::new(TokioExecutor::new())
+                    .handshake(io)
+                    .await
+                {
+                    Ok(x) => x,
+                    Err(e) => return Err(SendError::NotSent(Box::new(req), connect_err(addr, &e))),
+                };
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                self.inner
+                    .h2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(addr, tx.clone());
+                tx
+            }
+        };
+        if tx.ready().await.is_err() {
+            self.inner
+                .h2
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&addr);
+            return Err(SendError::NotSent(
+                Box::new(req),
+                ProxyError::UpstreamConnect {
+                    addr,
+                    reason: "HTTP/2 connection closed".into(),
+                },
+            ));
+        }
+        match tx.try_send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(mut e) => match e.take_message() {
+                Some(r) => Err(SendError::NotSent(
+                    Box::new(r),
+                    connect_err(addr, e.error()),
+                )),
+                None => Err(SendError::Failed(broken(addr, e.error()))),
+            },
+        }
+    }
+
+    /// Sends an `Upgrade` request on a fresh, unpooled HTTP/1.1 connection that supports
+    /// protocol switching (WebSocket and friends).
+    pub async fn send_upgrade(
+        &self,
+        addr: SocketAddr,
+        svc: &ServiceConfig,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let io = connect(addr, svc.connect_timeout).await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| connect_err(addr, &e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        tx.send_request(req).await.map_err(|e| broken(addr, &e))
+    }
+
+    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        let mut busy = Vec::new();
+        let mut found = None;
+        while let Some(mut c) = list.pop() {
+            if c.tx.is_closed() || now.duration_since(c.since) > c.idle_timeout {
+                continue;
+            }
+            match c.tx.ready().now_or_never() {
+                Some(Ok(())) => {
+                    found = Some(c.tx);
+                    break;
+                }
+                Some(Err(_)) => {}
+                // Still finishing its previous response: leave it for later.
+                None => busy.push(c),
+            }
+        }
+        list.extend(busy);
+        found
+    }
+
+    fn ret(
+        &self,
+        addr: SocketAddr,
+        svc: &ServiceConfig,
+        tx: http1::SendRequest<Incoming>,
+    ) -> PoolReturn {
+        PoolReturn {
+            pool: self.inner.clone(),
+            addr,
+            tx,
+            max_idle: svc.max_idle_per_endpoint,
+            idle_timeout: svc.idle_timeout,
+        }
+    }
+
+    /// Closes idle connections past their idle timeout (called periodically by each worker).
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) <= c.idle_timeout);
+            list.truncate(list.first().map_or(0, |c| c.max_idle));
+            !list.is_empty()
+        });
+        self.inner
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, tx| !tx.is_closed());
+    }
+
+    /// Idle HTTP/1.1 connections held now (all endpoints).
+    pub fn idle_count(&self) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamConnect {
+                addr,
+                reason: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(ProxyError::UpstreamConnect {
+                addr,
+                reason: format!("connect timed out after {timeout:?}"),
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}
+
+fn connect_err(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
+    ProxyError::UpstreamConnect {
+        addr,
+        reason: e.to_string(),
+    }
+}
+
+fn broken(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
+    ProxyError::UpstreamBroken {
+        addr,
+        reason: e.to_string(),
+    }
+}

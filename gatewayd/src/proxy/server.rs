@@ -1,0 +1,176 @@
+//! Listeners and worker threads: thread-per-core, each worker a current-thread tokio runtime with
+//! its own SO_REUSEPORT socket per listener, its own upstream pool and its own metrics shard.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{handle, ConnInfo, Upstreams, Worker};
+
+/// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so every worker (and a new
+/// process during an upgrade) can bind the same address.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The running worker threads.
+#[derive(Debug)]
+pub struct WorkerSet {
+    /// One per worker.
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerSet {
+    /// Waits for every worker to finish draining.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
+pub fn run_worker(
+    worker: Worker,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let name = format!("worker-{}", worker.id);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start worker runtime");
+                return;
+            }
+        };
+        rt.block_on(worker_main(worker, listeners, shutdown, drain));
+    })
+}
+
+async fn worker_main(
+    worker: Worker,
+    listeners: Vec<std::net::TcpListener>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let worker = Arc::new(worker);
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let listener = match TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register listener");
+                continue;
+            }
+        };
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener,
+            worker.clone(),
+            shutdown.clone(),
+            drain,
+        )));
+    }
+    let reaper = tokio::spawn(reap_loop(worker.upstreams.clone()));
+    stopped(&mut shutdown).await;
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    reaper.abort();
+}
+
+async fn reap_loop(upstreams: Upstreams) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        upstreams.reap();
+    }
+}
+
+/// Accepts until shutdown, then closes the socket and drains this listener's connections.
+async fn accept_loop(
+    listener: TcpListener,
+    worker: Arc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(1024);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let w = worker.clone();
+        let info = ConnInfo { peer, tls: false };
+        let svc = service_fn(move |req| {
+            let w = w.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(req, &w, &info).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let fut = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = worker.id,
+            "drain deadline reached; closing remaining connections"
+        );
+    }
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&s| s).await.map(|_| ());
+}

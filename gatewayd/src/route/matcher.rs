@@ -1,0 +1,103 @@
+//! One route's request conditions, and the path rewrite.
+
+use std::borrow::Cow;
+
+use http::header::HOST;
+use http::{HeaderMap, Method, Request};
+
+use crate::config::{HeaderMatch, PathMatch, Rewrite, RouteConfig};
+
+/// The conditions of one route other than its host.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<HeaderMatch>,
+}
+
+impl Matcher {
+    /// Compiles a route's path, method and header conditions.
+    pub fn new(route: &RouteConfig) -> Self {
+        Self {
+            path: route.path.clone(),
+            methods: route.methods.clone(),
+            headers: route.headers.clone(),
+        }
+    }
+
+    /// True when method, path and headers all match.
+    pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .headers
+                .iter()
+                .all(|h| match (&h.value, headers.get(&h.name)) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(want), Some(got)) => got.as_bytes() == want.as_bytes(),
+                })
+    }
+
+    /// Sort key: smaller is more specific.
+    pub(super) fn rank(&self) -> (u8, std::cmp::Reverse<usize>, u8, std::cmp::Reverse<usize>) {
+        let (kind, len) = match &self.path {
+            PathMatch::Exact(p) => (0, p.len()),
+            PathMatch::Prefix(p) => (1, p.len()),
+        };
+        (
+            kind,
+            std::cmp::Reverse(len),
+            u8::from(self.methods.is_empty()),
+            std::cmp::Reverse(self.headers.len()),
+        )
+    }
+}
+
+/// The request's host, lower-cased and without port: the URI authority (HTTP/2, absolute-form)
+/// or else the `Host` header. `None` when neither is present or the header is not text.
+pub fn host_of<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => {
+            let h = req.headers().get(HOST)?.to_str().ok()?;
+            strip_port(h)
+        }
+    };
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(raw.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
+}
+
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        // IPv6 literal: keep the brackets out, as `Authority::host` does not.
+        return rest.split(']').next().map_or(h, |v| &h[..v.len() + 2]);
+    }
+    match h.rfind(':') {
+        Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+        _ => h,
+    }
+}
+
+/// Applies a route's rewrite to `path` (without query). `matched` is the route's prefix.
+pub fn rewrite_path<'a>(rewrite: &Rewrite, matched: &str, path: &'a str) -> Cow<'a, str> {
+    let rest = path.get(matched.len()..).unwrap_or("");
+    match rewrite {
+        Rewrite::StripPrefix if rest.starts_with('/') => Cow::Borrowed(rest),
+        Rewrite::StripPrefix => Cow::Owned(format!("/{rest}")),
+        Rewrite::ReplacePrefix(p) => {
+            if p.ends_with('/') && rest.starts_with('/') {
+                Cow::Owned(format!("{}{}", p, &rest[1..]))
+            } else {
+                Cow::Owned(format!("{p}{rest}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The immutable routing snapshot: config + effective weights + endpoint sets, swapped whole
+//! through [`SnapshotHandle`]. A request loads it once and finishes on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use discovery::ServiceState;
+
+use crate::balance::{Balancer, EndpointRuntime, EndpointStats};
+use crate::config::{Config, RouteConfig, ServiceConfig};
+use crate::metrics::{BackendMetrics, Registry};
+use crate::route::RouteTable;
+use crate::split::Split;
+
+/// The pointer every worker reads once per request.
+pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;
+
+/// Where a route's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// The config file's defaults.
+    File,
+    /// A runtime override (state file or Consul KV) at this revision.
+    Override {
+        /// Monotonic revision of the override.
+        revision: u64,
+        /// "state_file" or "consul".
+        store: &'static str,
+    },
+}
+
+/// Runtime weights of one route: backend name → weight, plus their origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightOverride {
+    /// Backend name → weight.
+    pub weights: BTreeMap<String, u32>,
+    /// Revision.
+    pub revision: u64,
+    /// "state_file" or "consul".
+    pub store: &'static str,
+}
+
+/// One immutable generation of the routing state.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every swap.
+    pub generation: u64,
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Compiled matchers; indexes into `routes`.
+    pub table: RouteTable,
+    /// Routes in declaration order.
+    pub routes: Vec<RouteRuntime>,
+    /// Services, by index.
+    pub services: Vec<Arc<ServiceRuntime>>,
+    /// Service name → index.
+    pub service_index: HashMap<String, usize>,
+}
+
+/// A route ready to serve.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    /// The route's config.
+    pub config: RouteConfig,
+    /// Backend choice with effective weights.
+    pub split: Split,
+    /// Backends in declaration order.
+    pub backends: Vec<BackendRuntime>,
+    /// Origin of the weights in `split`.
+    pub weights_source: WeightsSource,
+    /// Metrics of requests that matched this route but reached no backend.
+    pub unrouted: Arc<BackendMetrics>,
+}
+
+/// A backend of a route.
+#[derive(Debug)]
+pub struct BackendRuntime {
+    /// Backend name.
+    pub name: String,
+    /// Index into `Snapshot::services`.
+    pub service: usize,
+    /// Metrics of (route, backend).
+    pub metrics: Arc<BackendMetrics>,
+}
+
+/// A service's endpoints and balancer.
+#[derive(Debug)]
+pub struct ServiceRuntime {
+    /// The service's config.
+    pub config: ServiceConfig,
+    /// Endpoints with live stats.
+    pub endpoints: Vec<EndpointRuntime>,
+    /// Balancer over `endpoints`.
+    pub balancer: Balancer,
+    /// Provider state (source, freshness) behind `endpoints`.
+    pub state: ServiceState,
+}
+
+/// Endpoint statistics by (service, address), kept across snapshots so a reload does not
+/// forget in-flight counts, latency estimates or ejections.
+#[derive(Debug, Default)]
+pub struct EndpointStatsRegistry {
+    map: Mutex<HashMap<(String, SocketAddr), Arc<EndpointStats>>>,
+}
+
+impl EndpointStatsRegistry {
+    fn get(&self, service: &str, addr: SocketAddr) -> Arc<EndpointStats> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((service.to_string(), addr)).or_default().clone()
+    }
+
+    fn retain(&self, keep: impl Fn(&str, SocketAddr) -> bool) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|(s, a), _| keep(s, *a));
+    }
+}
+
+/// What a snapshot is built from.
+pub struct Inputs<'a> {
+    /// Validated config.
+    pub config: &'a Arc<Config>,
+    /// Runtime weight overrides by route name.
+    pub overrides: &'a BTreeMap<String, WeightOverride>,
+    /// Endpoint state per service name (services missing here have no endpoints).
+    pub services: &'a BTreeMap<String, ServiceState>,
+    /// Metrics registry.
+    pub metrics: &'a Registry,
+    /// Endpoint statistics registry.
+    pub endpoint_stats: &'a EndpointStatsRegistry,
+    /// The snapshot being replaced, whose unchanged services are reused.
+    pub previous: Option<&'a Snapshot>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Weights overrides that no longer fit the route (unknown backends, all
+    /// zero) are ignored with a warning and the file's weights apply.
+    pub fn build(generation: u64, inp: &Inputs<'_>) -> Self {
+        let config = inp.config;
+        let mut services = Vec::with_capacity(config.services.len());
+        let mut service_index = HashMap::with_capacity(config.services.len());
+        for (name, svc) in &config.services {
+            let state = inp
+                .services
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| discovery::static_provider::service_state(&svc.endpoints));
+            let reused = inp.previous.and_then(|p| {
+                let old = &p.services[*p.service_index.get(name)?];
+                (old.config == *svc && old.state.set == state.set).then(|| {
+                    if old.state == state {
+                        old.clone()
+                    } else {
+                        // Same endpoints, new freshness: keep balancer and stats, new state.
+                        Arc::new(ServiceRuntime {
+                            config: svc.clone(),
+                            endpoints: old.endpoints.clone(),
+                            balancer: Balancer::new(svc.balance, &old.endpoints),
+                            state: state.clone(),
+                        })
+                    }
+                })
+            });
+            let rt = reused.unwrap_or_else(|| {
+                let endpoints: Vec<EndpointRuntime> = state
+                    .set
+                    .endpoints()
+                    .iter()
+                    .map(|e| EndpointRuntime::new(e.clone(), inp.endpoint_stats.get(name, e.addr)))
+                    .collect();
+                Arc::new(ServiceRuntime {
+                    config: svc.clone(),
+                    balancer: Balancer::new(svc.balance, &endpoints),
+                    endpoints,
+                    state,
+                })
+            });
+            service_index.insert(name.clone(), services.len());
+            services.push(rt);
+        }
+        inp.endpoint_stats.retain(|s, a| {
+            service_index
+                .get(s)
+                .is_some_and(|&i| services[i].endpoints.iter().any(|e| e.endpoint.addr == a))
+        });
+
+        let routes: Vec<RouteRuntime> = config
+            .routes
+            .iter()
+            .map(|r| {
+                let (weights, weights_source) = effective_weights(r, inp.overrides.get(&r.name));
+                let backends = r
+                    .backends
+                    .iter()
+                    .map(|b| BackendRuntime {
+                        name: b.name.clone(),
+                        service: service_index.get(&b.service).copied().unwrap_or(0),
+                        metrics: inp.metrics.backend(&r.name, &b.name),
+                    })
+                    .collect();
+                RouteRuntime {
+                    split: Split::new(
+                        weights,
+                        r.cohorts.clone(),
+                        r.sticky.clone(),
+                        r.on_empty_backend,
+                    ),
+                    config: r.clone(),
+                    backends,
+                    weights_source,
+                    unrouted: inp.metrics.backend(&r.name, ""),
+                }
+            })
+            .collect();
+        inp.metrics.retain(|route, backend| {
+            config.routes.iter().any(|r| {
+                r.name == route
+                    && (backend.is_empty() || r.backends.iter().any(|b| b.name == backend))
+            })
+        });
+        Self {
+            generation,
+            config: config.clone(),
+            table: RouteTable::new(&config.routes),
+            routes,
+            services,
+            service_index,
+        }
+    }
+
+    /// Index of the route named `name`.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.config.name == name)
+    }
+}
+
+/// The weights a route uses: a valid override, or the file's.
+pub fn effective_weights(r: &RouteConfig, o: Option<&WeightOverride>) -> (Vec<u32>, WeightsSource) {
+    let file = || {
+        (
+            r.backends.iter().map(|b| b.weight).collect(),
+            WeightsSource::File,
+        )
+    };
+    let Some(o) = o else { return file() };
+    let fits = o
+        .weights
+        .keys()
+        .all(|k| r.backends.iter().any(|b| &b.name == k))
+        && o.weights.values().any(|&w| w > 0);
+    if !fits {
+        tracing::warn!(route = %r.name, revision = o.revision, "weight override does not fit the route's backends; using the file's weights");
+        return file();
+    }
+    let w = r
+        .backends
+        .iter()
+        .map(|b| o.weights.get(&b.name).copied().unwrap_or(0))
+        .collect();
+    (
+        w,
+        WeightsSource::Override {
+            revision: o.revision,
+            store: o.store,
+        },
+    )
+}

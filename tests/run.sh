@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: formatting, lints, unit tests and the end-to-end suite
+# (real binaries on loopback). One build serves unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build binaries (the e2e suite runs them)"
+cargo build --workspace --bins --locked
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
