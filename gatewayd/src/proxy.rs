@@ -174,13 +174,17 @@ async fn handle_inner(
     let attempt = async {
         let mut exclude = None;
         let mut attempts_left = route.config.retries;
+        let mut last_error = None;
         loop {
             let now = now_nanos();
             let Some(ei) = with_rng(|rng| svc.balancer.pick(&svc.endpoints, now, exclude, rng))
             else {
-                return Err(ProxyError::NoHealthyEndpoints {
-                    route: route.config.name.clone(),
-                });
+                // A retry that finds no other endpoint reports why the first attempt failed.
+                return Err(
+                    last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoints {
+                        route: route.config.name.clone(),
+                    }),
+                );
             };
             let ep = &svc.endpoints[ei];
             ep.stats.in_flight.fetch_add(1, Relaxed);
@@ -227,6 +231,7 @@ async fn handle_inner(
                     attempts_left -= 1;
                     w.metrics.count_retry();
                     exclude = Some(ei);
+                    last_error = Some(e);
                     req = *r;
                 }
                 Err(SendError::Failed(e)) => {

@@ -1,1 +1,12 @@
+//! The end-to-end suite: one test binary, one module per area.
+#![allow(clippy::unwrap_used)]
 
+mod cases {
+    pub mod admin;
+
+    pub mod lifecycle;
+    pub mod proxying;
+    pub mod reload;
+    pub mod routing;
+    pub mod support;
+}
