@@ -5,6 +5,7 @@ mod cases {
     pub mod admin;
 
     pub mod lifecycle;
+    pub mod observability;
     pub mod proxying;
     pub mod reload;
     pub mod routing;

@@ -52,7 +52,9 @@ impl Body for ResponseBody {
             ),
             Self::Upstream { body, ret } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
-                if let Poll::Ready(None) = r {
+                // hyper stops polling once `is_end_stream` is true after the last frame, so the
+                // end is detected here, not only on a final `None`.
+                if matches!(r, Poll::Ready(None)) || body.is_end_stream() {
                     if let Some(ret) = ret.take() {
                         ret.give_back();
                     }
@@ -73,6 +75,19 @@ impl Body for ResponseBody {
         match self {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body read to its end frees its connection; one dropped midway (client gone) closes it.
+        if let Self::Upstream { body, ret } = self {
+            if body.is_end_stream() {
+                if let Some(ret) = ret.take() {
+                    ret.give_back();
+                }
+            }
         }
     }
 }

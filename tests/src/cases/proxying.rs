@@ -244,3 +244,33 @@ async fn a_1gib_upload_streams_with_flat_memory() {
         "gatewayd peak RSS {peak} KiB while streaming 1 GiB: the body was buffered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_4xx() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    trace_init();
+    let o = Origin::start("o").await;
+    let cfg = format!(
+        "{}[[routes]]\nname = \"r\"\nbackends = [{{ name = \"o\", weight = 1 }}]\n",
+        service("o", &[&o], "round_robin")
+    );
+    let gw = Gateway::start(&cfg).unwrap();
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: nope\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let head = String::from_utf8_lossy(&buf);
+        assert!(head.starts_with("HTTP/1.1 4"), "{raw:?} got {head:?}");
+    }
+    assert_eq!(o.hits(), 0);
+    // The daemon is still serving.
+    assert_eq!(
+        client().get(gw.url("/")).send().await.unwrap().status(),
+        200
+    );
+}

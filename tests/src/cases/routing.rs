@@ -121,6 +121,13 @@ async fn weighted_split_follows_weights() {
         "green got {g} of {n}"
     );
     assert_eq!(blue.hits() + green.hits(), n);
+    // One keep-alive client: the gateway reuses its pooled upstream connections.
+    assert!(
+        blue.connections() <= 4,
+        "blue saw {} connections for {} requests",
+        blue.connections(),
+        blue.hits()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
