@@ -145,6 +145,9 @@ mod tests {
         let set = EndpointSet::new(vec![Endpoint::new(a), Endpoint::new(b), Endpoint::new(a)]);
         let addrs: Vec<_> = set.endpoints().iter().map(|e| e.addr).collect();
         assert_eq!(addrs, vec![b, a]);
-        assert_eq!(set, EndpointSet::new(vec![Endpoint::new(b), Endpoint::new(a)]));
+        assert_eq!(
+            set,
+            EndpointSet::new(vec![Endpoint::new(b), Endpoint::new(a)])
+        );
     }
 }
