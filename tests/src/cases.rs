@@ -3,6 +3,7 @@
 
 mod cases {
     pub mod admin;
+    pub mod config_check;
 
     pub mod lifecycle;
     pub mod observability;

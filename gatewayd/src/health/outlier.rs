@@ -107,8 +107,14 @@ mod tests {
         assert!(record_outcome(&e, 0, Outcome::Failure, &c, 1));
         assert!(e[0].stats.is_ejected(1));
         assert!(!e[0].stats.is_ejected(1 + 10_000_000_000));
-        // Second ejection in a row doubles, capped at 25 s.
+        // Second ejection in a row doubles (20 s); the third is capped at 25 s.
         let t = 1 + 10_000_000_000;
+        for _ in 0..3 {
+            record_outcome(&e, 0, Outcome::Failure, &c, t);
+        }
+        assert!(e[0].stats.is_ejected(t + 19_000_000_000));
+        assert!(!e[0].stats.is_ejected(t + 20_000_000_000));
+        let t = t + 20_000_000_000;
         for _ in 0..3 {
             record_outcome(&e, 0, Outcome::Failure, &c, t);
         }
