@@ -294,20 +294,27 @@ impl Control {
 
 /// Names of settings that differ between `a` and `b` but only take effect after a restart.
 fn restart_required(a: &Config, b: &Config) -> Vec<String> {
-    let mut v = Vec::new();
-    if a.listeners != b.listeners {
-        v.push("listeners".into());
-    }
-    if a.admin != b.admin {
-        v.push("admin".into());
-    }
-    if a.gateway.workers != b.gateway.workers {
-        v.push("gateway.workers".into());
-    }
-    if a.log != b.log {
-        v.push("log".into());
-    }
-    v
+    let checks = [
+        ("listeners", a.listeners != b.listeners),
+        ("admin.address", a.admin.addr != b.admin.addr),
+        ("admin.token_file", a.admin.token_file != b.admin.token_file),
+        ("gateway.workers", a.gateway.workers != b.gateway.workers),
+        (
+            "gateway.drain_timeout",
+            a.gateway.drain_timeout != b.gateway.drain_timeout,
+        ),
+        (
+            "gateway.state_file",
+            a.gateway.state_file != b.gateway.state_file,
+        ),
+        ("gateway.cluster", a.gateway.cluster != b.gateway.cluster),
+        ("log", a.log != b.log),
+    ];
+    checks
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| (*name).to_string())
+        .collect()
 }
 
 /// Reads the admin token, creating the file with a random token (mode 0600) when it is absent.
@@ -346,6 +353,8 @@ pub struct App {
     pub admin_addr: std::net::SocketAddr,
     workers: WorkerSet,
     shutdown: watch::Sender<bool>,
+    /// The admin API outlives the drain, so `/readyz` can answer 503 while it runs.
+    admin_shutdown: watch::Sender<bool>,
 }
 
 impl App {
@@ -409,10 +418,11 @@ impl App {
                 run_worker(w, listeners, shutdown_rx.clone(), drain).map_err(StartError::Worker)?,
             );
         }
+        let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             control.clone(),
-            shutdown_rx.clone(),
+            admin_shutdown_rx,
         ));
         tracing::info!(%admin_addr, "admin API listening");
         tokio::spawn(sampler(control.metrics.clone(), shutdown_rx.clone()));
@@ -425,6 +435,7 @@ impl App {
             admin_addr,
             workers: WorkerSet { threads },
             shutdown,
+            admin_shutdown,
         })
     }
 
@@ -449,18 +460,30 @@ impl App {
                 }
             }
         }
-        self.shutdown().await;
+        // A second SIGTERM or SIGINT during the drain means "now": exit without waiting.
+        tokio::select! {
+            _ = self.shutdown() => {}
+            _ = term.recv() => force_exit(),
+            _ = int.recv() => force_exit(),
+        }
     }
 
-    /// Stops accepting, drains in-flight requests (up to the drain deadline) and returns.
+    /// Stops accepting, drains in-flight requests (up to the drain deadline) and returns. The
+    /// admin API keeps answering during the drain (`/readyz` says 503) and stops last.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: draining in-flight requests");
         self.control.draining.store(true, Relaxed);
         let _ = self.shutdown.send(true);
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        let _ = self.admin_shutdown.send(true);
         tracing::info!("drained; bye");
     }
+}
+
+fn force_exit() -> ! {
+    tracing::warn!("second signal during drain: exiting without waiting for in-flight requests");
+    std::process::exit(1)
 }
 
 /// Takes one metrics history sample per second.

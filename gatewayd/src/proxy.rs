@@ -103,9 +103,8 @@ pub async fn handle(
             respond(&e, Some(&request_id))
         }
     };
-    resp.headers_mut()
-        .entry(&headers::REQUEST_ID)
-        .or_insert(request_id);
+    // The id the gateway logs is the one the client sees, even if the upstream sent another.
+    resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
     let latency = start.elapsed();
     let status = resp.status().as_u16();
     match (reached.route, reached.backend) {
@@ -168,9 +167,17 @@ async fn handle_inner(
 
     let upgrade = headers::is_upgrade(req.headers()) && req.version() == http::Version::HTTP_11;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    prepare(&mut req, route, conn, svc.config.protocol, upgrade)?;
+    // Protocol switches always go over HTTP/1.1, whatever the service's protocol.
+    let proto = if upgrade {
+        UpstreamProtocol::Http1
+    } else {
+        svc.config.protocol
+    };
+    prepare(&mut req, route, conn, proto, upgrade)?;
 
     let timeout = route.config.timeout;
+    // The endpoint being tried, so a timeout (which drops the attempt) can be blamed on it.
+    let trying = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let attempt = async {
         let mut exclude = None;
         let mut attempts_left = route.config.retries;
@@ -187,8 +194,9 @@ async fn handle_inner(
                 );
             };
             let ep = &svc.endpoints[ei];
-            ep.stats.in_flight.fetch_add(1, Relaxed);
+            let in_flight = InFlight::start(&ep.stats);
             ep.stats.requests.fetch_add(1, Relaxed);
+            trying.store(ei, Relaxed);
             let sent_at = Instant::now();
             let result = if upgrade {
                 w.upstreams
@@ -199,7 +207,8 @@ async fn handle_inner(
             } else {
                 w.upstreams.send(ep.endpoint.addr, &svc.config, req).await
             };
-            ep.stats.in_flight.fetch_sub(1, Relaxed);
+            drop(in_flight);
+            trying.store(usize::MAX, Relaxed);
             let now = now_nanos();
             match result {
                 Ok((resp, ret)) => {
@@ -251,7 +260,21 @@ async fn handle_inner(
     };
     let (mut resp, ret) = match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r?,
-        Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+        Err(_) => {
+            let ei = trying.load(Relaxed);
+            if ei != usize::MAX
+                && record_outcome(
+                    &svc.endpoints,
+                    ei,
+                    Outcome::Failure,
+                    &svc.config.outlier,
+                    now_nanos(),
+                )
+            {
+                w.metrics.ejections.fetch_add(1, Relaxed);
+            }
+            return Err(ProxyError::UpstreamTimeout(timeout));
+        }
     };
     if let (Some(down), true) = (
         downstream_upgrade,
@@ -267,6 +290,23 @@ async fn handle_inner(
     // upstream must not turn the client's keep-alive connection into HTTP/1.0).
     *resp.version_mut() = http::Version::HTTP_11;
     Ok(resp.map(|body| ResponseBody::Upstream { body, ret }))
+}
+
+/// Counts a request as outstanding on an endpoint until dropped, so a timeout or a client that
+/// goes away (both drop the attempt mid-way) never leaves the count high.
+struct InFlight<'a>(&'a crate::balance::EndpointStats);
+
+impl<'a> InFlight<'a> {
+    fn start(stats: &'a crate::balance::EndpointStats) -> Self {
+        stats.in_flight.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Copies bytes both ways between the two sides of a protocol switch until either closes.

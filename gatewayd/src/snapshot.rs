@@ -149,7 +149,9 @@ impl Snapshot {
             let reused = inp.previous.and_then(|p| {
                 let old = &p.services[*p.service_index.get(name)?];
                 (old.config == *svc && old.state.set == state.set).then(|| {
-                    if old.state == state {
+                    // Static states are rebuilt with a fresh timestamp each time; only a change
+                    // of source or staleness is news.
+                    if old.state.source == state.source && old.state.stale == state.stale {
                         old.clone()
                     } else {
                         // Same endpoints, new freshness: keep balancer and stats, new state.

@@ -85,15 +85,27 @@ impl Split {
             .filter(|&i| candidate(i))
             .map(|i| u64::from(self.weights[i]))
             .sum();
+        let sticky = self
+            .sticky
+            .as_ref()
+            .and_then(|k| key_value(req, k))
+            .map(sticky_hash);
         let picked = if total == 0 {
             // Only zero-weight backends remain: they take the traffic rather than none being served.
             (0..self.weights.len()).find(|&i| eligible(i) && usable(i))
+        } else if let Some(h) = sticky {
+            // Place the client as if every backend could serve, so the clients of healthy
+            // backends stay put while another fails; only the failed backend's clients move.
+            let all: u64 = (0..self.weights.len())
+                .filter(|&i| eligible(i))
+                .map(|i| u64::from(self.weights[i]))
+                .sum();
+            match self.at(sticky_pick(h, all), eligible) {
+                Some(i) if candidate(i) => Some(i),
+                _ => self.at(sticky_pick(h, total), candidate),
+            }
         } else {
-            let point = match self.sticky.as_ref().and_then(|k| key_value(req, k)) {
-                Some(v) => sticky_pick(sticky_hash(v), total),
-                None => rng.gen_range(0..total),
-            };
-            self.at(point, candidate)
+            self.at(rng.gen_range(0..total), candidate)
         };
         match picked {
             Some(i) if fail_mode && !usable(i) => Choice::Empty(i),

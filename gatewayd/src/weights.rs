@@ -114,7 +114,7 @@ pub struct WeightStore {
 
 impl WeightStore {
     /// Loads the state file (a missing file is an empty store). A corrupt file is moved aside to
-    /// `<file>.corrupt` and reported; the file's weights then apply.
+    /// `<file>.corrupt-<unix seconds>` and reported; the file's weights then apply.
     pub fn load(path: Option<PathBuf>) -> (Self, Option<String>) {
         let Some(p) = path.clone() else {
             return (Self::default(), None);
@@ -143,7 +143,12 @@ impl WeightStore {
                     None,
                 ),
                 Err(e) => {
-                    let aside = p.with_extension("corrupt");
+                    let secs = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let mut aside = p.clone().into_os_string();
+                    aside.push(format!(".corrupt-{secs}"));
+                    let aside = PathBuf::from(aside);
                     let _ = std::fs::rename(&p, &aside);
                     (
                         Self {
@@ -263,6 +268,13 @@ fn persist_err(path: &Path, e: impl std::fmt::Display) -> WeightsError {
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename,
 /// fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file created with `mode` (e.g. 0o600 for secrets: never readable by
+/// others, not even for a moment).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -271,7 +283,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -385,7 +402,13 @@ backends = [{ name = "blue", weight = 100 }, { name = "green", weight = 0 }]
         let (s, err) = WeightStore::load(Some(path.clone()));
         assert!(err.unwrap().contains("moved to"));
         assert!(s.overrides().is_empty());
-        assert!(path.with_extension("corrupt").exists());
+        let moved = std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        });
+        assert!(moved, "corrupt file kept aside");
     }
 
     #[test]

@@ -444,7 +444,6 @@ fn weight_out_of_range() {
 /// A single out-of-range weight on a route's only backend is read as 0 by `validate.rs`
 /// (`.unwrap_or(0)`), which then also reports "all weights are 0": two errors, the second false.
 #[test]
-#[ignore = "bug: an out-of-range weight also triggers a spurious 'all weights are 0' error"]
 fn out_of_range_weight_alone_is_one_error() {
     let e = only_error(
         r#"[services.blue]

@@ -144,8 +144,8 @@ pub enum UpstreamProtocol {
 /// Passive outlier ejection settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierConfig {
-    /// Consecutive gateway-side failures (connect error, timeout, 5xx from the gateway's view:
-    /// 502/503/504) that eject an endpoint. 0 disables ejection.
+    /// Consecutive failures (connect error, timeout, broken exchange, any 5xx response) that
+    /// eject an endpoint. 0 disables ejection.
     pub consecutive_failures: u32,
     /// First ejection length; doubles with each consecutive ejection up to `max_ejection`.
     pub base_ejection: Duration,

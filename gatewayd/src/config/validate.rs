@@ -15,6 +15,9 @@ use super::file::{self, FileConfig};
 use super::types::*;
 use super::{ConfigError, ConfigErrors};
 
+/// Most backends one route may split between.
+pub const MAX_BACKENDS: usize = 64;
+
 struct Ctx<'a> {
     origin: &'a str,
     src: &'a str,
@@ -443,13 +446,19 @@ fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> Outli
         out.max_ejection,
     );
     if out.max_ejection < out.base_ejection {
-        if let Some(v) = &o.max_ejection {
-            cx.err(
-                v.span(),
-                format!("{prefix}.max_ejection"),
-                "must not be shorter than base_ejection",
-            );
-        }
+        let span = o
+            .max_ejection
+            .as_ref()
+            .or(o.base_ejection.as_ref())
+            .map_or(0..0, |v| v.span());
+        cx.err(
+            span,
+            format!("{prefix}.max_ejection"),
+            format!(
+                "max_ejection ({:?}) is shorter than base_ejection ({:?})",
+                out.max_ejection, out.base_ejection
+            ),
+        );
     }
     out
 }
@@ -496,7 +505,7 @@ fn route(
     let host = f.host.as_ref().and_then(|h| {
         let v = h.get_ref().to_ascii_lowercase();
         if let Some(suffix) = v.strip_prefix("*.") {
-            if suffix.is_empty() || suffix.contains('*') {
+            if suffix.is_empty() || suffix.contains('*') || suffix.contains(':') {
                 cx.err(
                     h.span(),
                     format!("{p}.host"),
@@ -505,7 +514,12 @@ fn route(
                 return None;
             }
             Some(HostMatch::Suffix(format!(".{suffix}")))
-        } else if v.is_empty() || v.contains('*') || v.contains('/') || v.contains(' ') {
+        } else if v.is_empty()
+            || v.contains('*')
+            || v.contains('/')
+            || v.contains(' ')
+            || (v.contains(':') && !v.starts_with('['))
+        {
             cx.err(
                 h.span(),
                 format!("{p}.host"),
@@ -680,12 +694,24 @@ fn route(
                 0,
                 10_000,
             )
-            .unwrap_or(0);
+            // An out-of-range weight is already reported; count it as non-zero so it does not
+            // also trigger the all-zero error.
+            .unwrap_or(1);
         backends.push(BackendConfig {
             name: bname,
             service,
             weight,
         });
+    }
+    if backends.len() > MAX_BACKENDS {
+        cx.err(
+            r.span(),
+            format!("{p}.backends"),
+            format!(
+                "{} backends; a route has at most {MAX_BACKENDS}",
+                backends.len()
+            ),
+        );
     }
     if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
         cx.err(

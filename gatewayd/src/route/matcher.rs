@@ -76,9 +76,10 @@ pub fn host_of<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
 }
 
 fn strip_port(h: &str) -> &str {
-    if let Some(rest) = h.strip_prefix('[') {
-        // IPv6 literal: keep the brackets out, as `Authority::host` does not.
-        return rest.split(']').next().map_or(h, |v| &h[..v.len() + 2]);
+    if h.starts_with('[') {
+        // IPv6 literal: keep the brackets, as `Authority::host` does. Without a closing bracket
+        // the header is malformed and is matched as written (only host-less routes match it).
+        return h.find(']').map_or(h, |end| &h[..=end]);
     }
     match h.rfind(':') {
         Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],

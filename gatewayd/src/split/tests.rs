@@ -342,7 +342,6 @@ fn sticky_client_fails_over_when_its_backend_is_unusable() {
 /// down, clients of the healthy backend 1 move too: "alice" (77/100, backend 1 under 50/30/20)
 /// lands on backend 2 (point 38 of 50) while backend 0 is unusable, and moves back after.
 #[test]
-#[ignore = "bug: a failing backend reshuffles sticky clients of the healthy backends (split.rs choose)"]
 fn sticky_clients_of_healthy_backends_stay_when_another_fails() {
     let weights = [50, 30, 20];
     let s = sticky_on(&weights, header("x-user"));

@@ -34,7 +34,7 @@ async fn sigterm_drains_in_flight_requests() {
         (s["routes"][0]["backends"][0]["in_flight"].as_i64()? >= 1).then_some(())
     })
     .await;
-    let addr = gw.addr;
+    let (addr, admin) = (gw.addr, gw.admin);
     let status = tokio::task::spawn_blocking(move || {
         let s = gw.terminate().unwrap();
         (s, gw)

@@ -32,9 +32,28 @@ async fn connect_failure_is_502_and_timeout_is_504() {
     assert_eq!(r.headers()["x-meshgate-error"], "upstream_connect_failed");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "upstream_connect_failed");
-    let r = http.get(gw.url("/slow")).send().await.unwrap();
-    assert_eq!(r.status(), 504);
-    assert_eq!(r.headers()["x-meshgate-error"], "upstream_timeout");
+    for _ in 0..2 {
+        let r = http.get(gw.url("/slow")).send().await.unwrap();
+        assert_eq!(r.status(), 504);
+        assert_eq!(r.headers()["x-meshgate-error"], "upstream_timeout");
+    }
+    // A timed-out attempt leaves no phantom in-flight request and counts as a failure.
+    let u: Value = gw
+        .admin_req(&http, reqwest::Method::GET, "/v1/upstreams")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ep = &u
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "slow")
+        .unwrap()["endpoints"][0];
+    assert_eq!(ep["in_flight"], 0, "{ep}");
+    assert_eq!(ep["failures"], 2, "{ep}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
