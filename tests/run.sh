@@ -10,6 +10,9 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build binaries (the e2e suite runs them)"
 cargo build --workspace --bins --locked
+echo "== tmux (the console test drives gwctl in a real terminal)"
+# CI runs as root on Debian.
+command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -4,6 +4,8 @@
 mod cases {
     pub mod admin;
     pub mod config_check;
+    pub mod gwctl_cli;
+    pub mod gwctl_tui;
 
     pub mod lifecycle;
     pub mod observability;

@@ -2,6 +2,7 @@
 
 pub mod eventually;
 pub mod gateway;
+pub mod gwctl;
 pub mod origin;
 
 pub use eventually::patience;

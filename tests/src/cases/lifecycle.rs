@@ -39,6 +39,16 @@ async fn sigterm_drains_in_flight_requests() {
         let s = gw.terminate().unwrap();
         (s, gw)
     });
+    // While draining, the admin API still answers and says not ready.
+    eventually("readyz to report draining", || async {
+        let r = http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
     assert_eq!(
         inflight.await.unwrap().unwrap(),
         200,
