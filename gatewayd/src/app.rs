@@ -38,6 +38,9 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The Consul link could not start.
+    #[error("consul: {0}")]
+    Consul(String),
     /// A worker thread could not start.
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
@@ -68,6 +71,8 @@ pub struct Control {
     pub token: Option<String>,
     /// True after SIGTERM.
     pub draining: AtomicBool,
+    /// The Consul link, when `[consul]` is configured.
+    pub consul: std::sync::OnceLock<Arc<crate::consul::ConsulLink>>,
     endpoint_stats: EndpointStatsRegistry,
     generation: AtomicU64,
     state: Mutex<State>,
@@ -113,6 +118,7 @@ impl Control {
             config_path,
             token,
             draining: AtomicBool::new(false),
+            consul: std::sync::OnceLock::new(),
             endpoint_stats,
             generation: AtomicU64::new(1),
             state: Mutex::new(State { ..state }),
@@ -170,6 +176,9 @@ impl Control {
                     st.loaded_at = SystemTime::now();
                     self.rebuild(&st);
                     self.metrics.reloads_ok.fetch_add(1, Relaxed);
+                    if let Some(link) = self.consul.get() {
+                        link.sync(&st.config);
+                    }
                     tracing::info!(file = %path.display(), routes = st.config.routes.len(), "config reloaded");
                     self.events.emit(
                         "config_reloaded",
@@ -276,6 +285,90 @@ impl Control {
             ),
         );
         Ok(Some(change))
+    }
+
+    /// A service's current endpoint state, if known.
+    pub fn service_state(&self, name: &str) -> Option<ServiceState> {
+        self.lock().services.get(name).cloned()
+    }
+
+    /// A route's config and the weights serving now.
+    pub fn route_and_weights(
+        &self,
+        route: &str,
+    ) -> Option<(crate::config::RouteConfig, BTreeMap<String, u32>)> {
+        let snap = self.snapshot.load();
+        let r = &snap.routes[snap.route_index(route)?];
+        Some((
+            r.config.clone(),
+            r.backends
+                .iter()
+                .zip(r.split.weights())
+                .map(|(b, &w)| (b.name.clone(), w))
+                .collect(),
+        ))
+    }
+
+    /// Replaces every route's weights with the state read from Consul KV; rebuilds and reports
+    /// only when something changed.
+    pub fn apply_kv_weights(&self, routes: BTreeMap<String, crate::weights::RouteWeights>) {
+        let mut st = self.lock();
+        let changed = st.weights.replace_from_kv(routes);
+        if changed.is_empty() {
+            return;
+        }
+        self.rebuild(&st);
+        for route in changed {
+            let last = st
+                .weights
+                .route(&route)
+                .and_then(|w| w.history.back().cloned());
+            let msg = match &last {
+                Some(c) => format!(
+                    "{route}: {:?} → {:?} by {} ({}) [consul]",
+                    c.previous, c.weights, c.changed_by, c.reason
+                ),
+                None => format!("{route}: back to the file's weights [consul]"),
+            };
+            tracing::info!(route, "weights applied from Consul KV");
+            self.events.emit("weights_changed", Some(route), None, msg);
+        }
+    }
+
+    /// Applies one route's new state right after this gateway wrote it to KV (the KV watch
+    /// will deliver the same value; applying it now makes the answer reflect the change).
+    pub fn apply_route_weights(
+        &self,
+        route: &str,
+        state: crate::weights::RouteWeights,
+        change: &WeightChange,
+    ) {
+        let mut st = self.lock();
+        let mut all: BTreeMap<String, crate::weights::RouteWeights> = st
+            .config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                st.weights
+                    .route(&r.name)
+                    .map(|w| (r.name.clone(), w.clone()))
+            })
+            .collect();
+        all.insert(route.to_string(), state);
+        if st.weights.replace_from_kv(all).is_empty() {
+            return;
+        }
+        self.rebuild(&st);
+        tracing::info!(route, revision = change.revision, weights = ?change.weights, by = %change.changed_by, "weights changed in Consul KV");
+        self.events.emit(
+            "weights_changed",
+            Some(route.to_string()),
+            None,
+            format!(
+                "{route}: {:?} → {:?} by {} ({})",
+                change.previous, change.weights, change.changed_by, change.reason
+            ),
+        );
     }
 
     /// Current revision and history of a route's weights.
@@ -418,6 +511,18 @@ impl App {
                 run_worker(w, listeners, shutdown_rx.clone(), drain).map_err(StartError::Worker)?,
             );
         }
+        if let Some(settings) = control.snapshot.load().config.consul.clone() {
+            let cfg = control.snapshot.load().config.clone();
+            let link = crate::consul::ConsulLink::start(
+                control.clone(),
+                &cfg,
+                settings,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .map_err(|e| StartError::Consul(e.to_string()))?;
+            link.register(admin_addr).await;
+            let _ = control.consul.set(link);
+        }
         let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
             admin_listener,
@@ -473,6 +578,9 @@ impl App {
     pub async fn shutdown(self) {
         tracing::info!("shutting down: draining in-flight requests");
         self.control.draining.store(true, Relaxed);
+        if let Some(link) = self.control.consul.get() {
+            link.stop().await;
+        }
         let _ = self.shutdown.send(true);
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.join()).await;

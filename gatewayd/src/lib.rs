@@ -16,6 +16,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod consul;
 pub mod events;
 pub mod health;
 pub mod metrics;

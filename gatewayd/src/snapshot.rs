@@ -145,7 +145,16 @@ impl Snapshot {
                 .services
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| discovery::static_provider::service_state(&svc.endpoints));
+                .unwrap_or_else(|| match &svc.consul {
+                    // Not read from Consul yet: no endpoints, no success, until the watcher answers.
+                    Some(_) => ServiceState {
+                        set: Arc::default(),
+                        source: discovery::Source::Consul,
+                        last_success: None,
+                        stale: None,
+                    },
+                    None => discovery::static_provider::service_state(&svc.endpoints),
+                });
             let reused = inp.previous.and_then(|p| {
                 let old = &p.services[*p.service_index.get(name)?];
                 (old.config == *svc && old.state.set == state.set).then(|| {

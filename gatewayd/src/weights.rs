@@ -40,6 +40,12 @@ pub enum WeightsError {
         /// Revision the caller expected.
         expected: u64,
     },
+    /// Consul could not be read or written; nothing was changed.
+    #[error("weights store unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
     /// The state file could not be written; nothing was changed.
     #[error("cannot persist weights to {path}: {reason}")]
     Persist {
@@ -105,11 +111,13 @@ struct StateFile {
     routes: BTreeMap<String, RouteWeights>,
 }
 
-/// Weight overrides of every route, persisted to the state file when one is configured.
+/// Weight overrides of every route, persisted to the state file when one is configured, or
+/// mirrored from Consul KV (`kv`), where they are written with CAS by [`crate::consul`].
 #[derive(Debug, Default)]
 pub struct WeightStore {
     path: Option<PathBuf>,
     routes: BTreeMap<String, RouteWeights>,
+    kv: bool,
 }
 
 impl WeightStore {
@@ -124,6 +132,7 @@ impl WeightStore {
                 Self {
                     path,
                     routes: BTreeMap::new(),
+                    kv: false,
                 },
                 None,
             ),
@@ -131,6 +140,7 @@ impl WeightStore {
                 Self {
                     path,
                     routes: BTreeMap::new(),
+                    kv: false,
                 },
                 Some(format!("cannot read {}: {e}", p.display())),
             ),
@@ -139,6 +149,7 @@ impl WeightStore {
                     Self {
                         path,
                         routes: s.routes,
+                        kv: false,
                     },
                     None,
                 ),
@@ -154,6 +165,7 @@ impl WeightStore {
                         Self {
                             path,
                             routes: BTreeMap::new(),
+                            kv: false,
                         },
                         Some(format!(
                             "{} is not a weights state file ({e}); moved to {}",
@@ -201,39 +213,16 @@ impl WeightStore {
         changed_by: String,
         reason: String,
     ) -> Result<WeightChange, WeightsError> {
-        let new = new.map(|w| validate(route, &w)).transpose()?;
         let entry = self.routes.get(&route.name).cloned().unwrap_or_default();
-        if let Some(exp) = expected_revision {
-            if exp != entry.revision {
-                return Err(WeightsError::Conflict {
-                    route: route.name.clone(),
-                    current: entry.revision,
-                    expected: exp,
-                });
-            }
-        }
-        let weights = new.clone().unwrap_or_else(|| {
-            route
-                .backends
-                .iter()
-                .map(|b| (b.name.clone(), b.weight))
-                .collect()
-        });
-        let change = WeightChange {
-            revision: entry.revision + 1,
-            previous: effective,
-            weights,
+        let (next, change) = plan_change(
+            route,
+            &entry,
+            effective,
+            new,
+            expected_revision,
             changed_by,
-            changed_at: rfc3339(SystemTime::now()),
             reason,
-        };
-        let mut next = entry;
-        next.revision = change.revision;
-        next.current = new;
-        next.history.push_back(change.clone());
-        while next.history.len() > HISTORY {
-            next.history.pop_front();
-        }
+        )?;
         let old = self.routes.insert(route.name.clone(), next);
         if let Err(e) = self.persist() {
             match old {
@@ -243,6 +232,25 @@ impl WeightStore {
             return Err(e);
         }
         Ok(change)
+    }
+
+    /// Replaces every route's state at once (from Consul KV) and marks overrides as `consul`.
+    /// Returns the names of routes whose state changed.
+    pub fn replace_from_kv(&mut self, routes: BTreeMap<String, RouteWeights>) -> Vec<String> {
+        self.kv = true;
+        let mut changed: Vec<String> = routes
+            .iter()
+            .filter(|(k, v)| self.routes.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed.extend(
+            self.routes
+                .keys()
+                .filter(|k| !routes.contains_key(*k))
+                .cloned(),
+        );
+        self.routes = routes;
+        changed
     }
 
     fn persist(&self) -> Result<(), WeightsError> {
@@ -255,6 +263,99 @@ impl WeightStore {
         };
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| persist_err(path, e))?;
         write_atomic(path, &bytes).map_err(|e| persist_err(path, e))
+    }
+}
+
+/// The next state of a route's weights and the change record, or why not: validation,
+/// revision check, revision bump, history bounded to [`HISTORY`]. Shared by the state file and
+/// the Consul KV stores.
+pub fn plan_change(
+    route: &RouteConfig,
+    entry: &RouteWeights,
+    effective: BTreeMap<String, u32>,
+    new: Option<BTreeMap<String, u32>>,
+    expected_revision: Option<u64>,
+    changed_by: String,
+    reason: String,
+) -> Result<(RouteWeights, WeightChange), WeightsError> {
+    let new = new.map(|w| validate(route, &w)).transpose()?;
+    if let Some(exp) = expected_revision {
+        if exp != entry.revision {
+            return Err(WeightsError::Conflict {
+                route: route.name.clone(),
+                current: entry.revision,
+                expected: exp,
+            });
+        }
+    }
+    let weights = new.clone().unwrap_or_else(|| {
+        route
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
+            .collect()
+    });
+    let change = WeightChange {
+        revision: entry.revision + 1,
+        previous: effective,
+        weights,
+        changed_by,
+        changed_at: rfc3339(SystemTime::now()),
+        reason,
+    };
+    let mut next = entry.clone();
+    next.revision = change.revision;
+    next.current = new;
+    next.history.push_back(change.clone());
+    while next.history.len() > HISTORY {
+        next.history.pop_front();
+    }
+    Ok((next, change))
+}
+
+/// The JSON value of `meshgate/<cluster>/routes/<route>/weights` in Consul KV (DESIGN §4, plus
+/// the history so one CAS write keeps both consistent). `weights: null` means the file's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvValue {
+    /// Backend → weight, or `null` for the config file's weights.
+    pub weights: Option<BTreeMap<String, u32>>,
+    /// Revision, +1 per change.
+    pub revision: u64,
+    /// Who made the last change.
+    #[serde(default)]
+    pub changed_by: String,
+    /// When (RFC 3339).
+    #[serde(default)]
+    pub changed_at: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Last changes, oldest first.
+    #[serde(default)]
+    pub history: VecDeque<WeightChange>,
+}
+
+impl KvValue {
+    /// From a route's state.
+    pub fn from_state(w: &RouteWeights) -> Self {
+        let last = w.history.back();
+        Self {
+            weights: w.current.clone(),
+            revision: w.revision,
+            changed_by: last.map(|c| c.changed_by.clone()).unwrap_or_default(),
+            changed_at: last.map(|c| c.changed_at.clone()).unwrap_or_default(),
+            reason: last.map(|c| c.reason.clone()).unwrap_or_default(),
+            history: w.history.clone(),
+        }
+    }
+
+    /// To a route's state.
+    pub fn into_state(self) -> RouteWeights {
+        RouteWeights {
+            current: self.weights,
+            revision: self.revision,
+            history: self.history,
+        }
     }
 }
 

@@ -95,15 +95,18 @@ pub async fn route(req: Request<Incoming>, c: &Control, peer: SocketAddr) -> Res
         (["v1", "routes", name, "weights"], &Method::PUT) => {
             let name = name.to_string();
             match read_json::<WeightsUpdate>(req).await {
-                Ok(u) => change(
-                    c,
-                    &name,
-                    Some(u.weights),
-                    u.expected_revision,
-                    u.changed_by,
-                    u.reason,
-                    peer,
-                ),
+                Ok(u) => {
+                    change(
+                        c,
+                        &name,
+                        Some(u.weights),
+                        u.expected_revision,
+                        u.changed_by,
+                        u.reason,
+                        peer,
+                    )
+                    .await
+                }
                 Err(r) => r,
             }
         }
@@ -111,15 +114,18 @@ pub async fn route(req: Request<Incoming>, c: &Control, peer: SocketAddr) -> Res
             let name = name.to_string();
             let body = read_json_opt::<FlipRequest>(req).await;
             match body {
-                Ok(f) => change(
-                    c,
-                    &name,
-                    None,
-                    f.expected_revision,
-                    f.changed_by,
-                    Some(f.reason.unwrap_or_else(|| "back to file weights".into())),
-                    peer,
-                ),
+                Ok(f) => {
+                    change(
+                        c,
+                        &name,
+                        None,
+                        f.expected_revision,
+                        f.changed_by,
+                        Some(f.reason.unwrap_or_else(|| "back to file weights".into())),
+                        peer,
+                    )
+                    .await
+                }
                 Err(r) => r,
             }
         }
@@ -127,7 +133,7 @@ pub async fn route(req: Request<Incoming>, c: &Control, peer: SocketAddr) -> Res
         (["v1", "routes", name, "flip"], &Method::POST) => {
             let name = name.to_string();
             match read_json_opt::<FlipRequest>(req).await {
-                Ok(f) => flip(c, &name, f, peer),
+                Ok(f) => flip(c, &name, f, peer).await,
                 Err(r) => r,
             }
         }
@@ -266,7 +272,7 @@ fn route_detail(c: &Control, name: &str) -> Resp {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn change(
+async fn change(
     c: &Control,
     name: &str,
     weights: Option<std::collections::BTreeMap<String, u32>>,
@@ -278,7 +284,14 @@ fn change(
     let by = by
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("admin@{}", peer.ip()));
-    match c.change_weights(name, weights, expected, by, reason.unwrap_or_default()) {
+    let result = match c.consul.get().filter(|l| l.kv_weights()) {
+        Some(link) => {
+            link.change_weights(name, weights, expected, by, reason.unwrap_or_default())
+                .await
+        }
+        None => c.change_weights(name, weights, expected, by, reason.unwrap_or_default()),
+    };
+    match result {
         Ok(Some(change)) => {
             let snap = c.snapshot.load();
             let Some(ri) = snap.route_index(name) else {
@@ -317,6 +330,11 @@ fn weights_error(e: WeightsError) -> Resp {
                 current_revision: Some(*current),
             },
         ),
+        WeightsError::Unavailable { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
         WeightsError::Persist { .. } => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "persist_failed",
@@ -325,7 +343,7 @@ fn weights_error(e: WeightsError) -> Resp {
     }
 }
 
-fn flip(c: &Control, name: &str, f: FlipRequest, peer: SocketAddr) -> Resp {
+async fn flip(c: &Control, name: &str, f: FlipRequest, peer: SocketAddr) -> Resp {
     let snap = c.snapshot.load();
     let Some(ri) = snap.route_index(name) else {
         return not_found(&format!("no route named '{name}'"));
@@ -349,15 +367,20 @@ fn flip(c: &Control, name: &str, f: FlipRequest, peer: SocketAddr) -> Resp {
     .into_iter()
     .collect();
     let reason = f.reason.unwrap_or_else(|| "flip".into());
+    // A flip is computed from the weights seen now, so it only applies at the revision seen
+    // now: two operators flipping at once get one success and one 409, never a flip-back.
+    let expected = f.expected_revision.or(Some(c.weight_history(name).0));
+    drop(snap);
     change(
         c,
         name,
         Some(swapped),
-        f.expected_revision,
+        expected,
         f.changed_by,
         Some(reason),
         peer,
     )
+    .await
 }
 
 fn config_status(c: &Control, last: ReloadStatus) -> ConfigStatus {

@@ -21,6 +21,33 @@ pub(super) struct FileConfig {
     pub services: BTreeMap<Spanned<String>, Spanned<ServiceFile>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+    pub consul: Option<Spanned<ConsulFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsulFile {
+    pub address: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub datacenter: Option<Spanned<String>>,
+    pub consistency: Option<Spanned<String>>,
+    pub wait: Option<Spanned<String>>,
+    pub kv_weights: Option<bool>,
+    pub register: Option<bool>,
+    pub register_id: Option<Spanned<String>>,
+    pub register_ttl: Option<Spanned<String>>,
+    pub cache_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsulServiceFile {
+    pub service: Spanned<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub datacenter: Option<String>,
+    /// "passing" (default) or "passing_or_warning".
+    pub health: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +91,7 @@ pub(super) struct LogFile {
 pub(super) struct ServiceFile {
     #[serde(default)]
     pub endpoints: Vec<Spanned<EndpointFile>>,
+    pub consul: Option<Spanned<ConsulServiceFile>>,
     pub balance: Option<Spanned<String>>,
     pub protocol: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,

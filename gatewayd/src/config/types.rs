@@ -26,6 +26,67 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Routes in declaration order.
     pub routes: Vec<RouteConfig>,
+    /// Consul: discovery, shared weights, self-registration. `None`: static mode.
+    pub consul: Option<ConsulSettings>,
+}
+
+/// How a Consul health read filters instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConsulHealth {
+    /// Only instances whose every check passes.
+    Passing,
+    /// Passing and warning instances (warning ones with their `Weights.Warning`).
+    PassingOrWarning,
+}
+
+/// Read consistency of Consul queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsulConsistency {
+    /// The leader answers.
+    Default,
+    /// Any server answers (spreads load; judge age by staleness).
+    Stale,
+    /// The leader confirms quorum first.
+    Consistent,
+}
+
+/// `[consul]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulSettings {
+    /// Agent address, e.g. `http://127.0.0.1:8500`.
+    pub address: http::Uri,
+    /// File holding the ACL token (sent as `X-Consul-Token`).
+    pub token_file: Option<PathBuf>,
+    /// Default datacenter of queries.
+    pub datacenter: Option<String>,
+    /// Read consistency.
+    pub consistency: ConsulConsistency,
+    /// Blocking-query wait.
+    pub wait: Duration,
+    /// Keep runtime weights in Consul KV (`meshgate/<cluster>/routes/<route>/weights`) so every
+    /// gateway of the cluster applies the same flip.
+    pub kv_weights: bool,
+    /// Register this gateway as service `meshgate` with a TTL check.
+    pub register: bool,
+    /// Service id of the registration (default `meshgate-<admin port>-<pid>`).
+    pub register_id: Option<String>,
+    /// TTL of the registration's check.
+    pub register_ttl: Duration,
+    /// Last known good endpoint sets, served after a restart while Consul is unreachable.
+    pub cache_file: Option<PathBuf>,
+}
+
+/// Where a Consul-backed service's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsulService {
+    /// Consul service name.
+    pub service: String,
+    /// Tags every instance must carry.
+    pub tags: Vec<String>,
+    /// Datacenter (default: the agent's).
+    pub datacenter: Option<String>,
+    /// Health filter.
+    pub health: ConsulHealth,
 }
 
 /// `[gateway]`.
@@ -160,8 +221,10 @@ pub struct OutlierConfig {
 pub struct ServiceConfig {
     /// Service name (the table key).
     pub name: String,
-    /// Static endpoints: address and weight (≥ 1).
+    /// Static endpoints: address and weight (≥ 1). Empty for Consul-backed services.
     pub endpoints: Vec<(SocketAddr, u32)>,
+    /// Follow these instances in Consul instead of static endpoints.
+    pub consul: Option<ConsulService>,
     /// Balancing policy.
     pub balance: BalancePolicy,
     /// Protocol to the endpoints.

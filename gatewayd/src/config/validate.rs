@@ -151,6 +151,16 @@ pub(super) fn validate(
         let s = service(&mut cx, name.get_ref(), svc);
         services.insert(name.get_ref().clone(), s);
     }
+    let consul = raw.consul.as_ref().map(|c| consul(&mut cx, c));
+    for (name, svc) in &raw.services {
+        if let (Some(c), None) = (&svc.get_ref().consul, &consul) {
+            cx.err(
+                c.span(),
+                format!("services.{}.consul", name.get_ref()),
+                "needs a [consul] section with the agent's address",
+            );
+        }
+    }
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for r in &raw.routes {
@@ -176,6 +186,7 @@ pub(super) fn validate(
             log,
             services,
             routes,
+            consul,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
@@ -364,6 +375,37 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
         }
         endpoints.push((addr, weight as u32));
     }
+    let consul = s.consul.as_ref().map(|c| {
+        if !s.endpoints.is_empty() {
+            cx.err(
+                c.span(),
+                format!("services.{name}.consul"),
+                "give 'endpoints' or 'consul', not both",
+            );
+        }
+        let cf = c.get_ref();
+        if cf.service.get_ref().is_empty() {
+            cx.err(
+                cf.service.span(),
+                format!("services.{name}.consul.service"),
+                "must not be empty",
+            );
+        }
+        ConsulService {
+            service: cf.service.get_ref().clone(),
+            tags: cf.tags.clone(),
+            datacenter: cf.datacenter.clone(),
+            health: cx.choice(
+                &cf.health,
+                &format!("services.{name}.consul.health"),
+                &[
+                    ("passing", ConsulHealth::Passing),
+                    ("passing_or_warning", ConsulHealth::PassingOrWarning),
+                ],
+                ConsulHealth::Passing,
+            ),
+        }
+    });
     let balance = cx.choice(
         &s.balance,
         &format!("services.{name}.balance"),
@@ -399,6 +441,7 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
     ServiceConfig {
         name: name.to_string(),
         endpoints,
+        consul,
         balance,
         protocol,
         connect_timeout: cx.duration(
@@ -777,4 +820,62 @@ fn route(
         backends,
         cohorts,
     })
+}
+
+fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
+    let f = c.get_ref();
+    let address = match &f.address {
+        Some(a) => match a.get_ref().parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
+            Ok(u) if u.scheme_str() == Some("https") => {
+                cx.err(
+                    a.span(),
+                    "consul.address",
+                    "https is not supported yet: use a local agent over http",
+                );
+                u
+            }
+            _ => {
+                cx.err(
+                    a.span(),
+                    "consul.address",
+                    format!("'{}' is not an http://host:port address", a.get_ref()),
+                );
+                http::Uri::from_static("http://127.0.0.1:8500")
+            }
+        },
+        None => http::Uri::from_static("http://127.0.0.1:8500"),
+    };
+    let consistency = cx.choice(
+        &f.consistency,
+        "consul.consistency",
+        &[
+            ("default", ConsulConsistency::Default),
+            ("stale", ConsulConsistency::Stale),
+            ("consistent", ConsulConsistency::Consistent),
+        ],
+        ConsulConsistency::Default,
+    );
+    ConsulSettings {
+        address,
+        token_file: f.token_file.as_ref().map(|p| cx.path(p.get_ref())),
+        datacenter: f.datacenter.as_ref().map(|d| d.get_ref().clone()),
+        consistency,
+        wait: cx.duration(&f.wait, "consul.wait", std::time::Duration::from_secs(60)),
+        kv_weights: f.kv_weights.unwrap_or(true),
+        register: f.register.unwrap_or(false),
+        register_id: f.register_id.as_ref().map(|v| v.get_ref().clone()),
+        register_ttl: cx.duration(
+            &f.register_ttl,
+            "consul.register_ttl",
+            std::time::Duration::from_secs(10),
+        ),
+        cache_file: Some(
+            cx.path(
+                f.cache_file
+                    .as_ref()
+                    .map_or("meshgate-discovery.json", |p| p.get_ref().as_str()),
+            ),
+        ),
+    }
 }
