@@ -102,6 +102,10 @@ impl ConsulLink {
             ConsulConsistency::Stale => discovery::Consistency::Stale,
             ConsulConsistency::Consistent => discovery::Consistency::Consistent,
         };
+        let min = Duration::from_millis(500).min(settings.backoff_max);
+        if let Ok(b) = discovery::Backoff::try_new(min, settings.backoff_max, 0.2) {
+            cc.backoff = b;
+        }
         // Let a burst of flips through quickly; a churning service still slows to this pace.
         cc.min_interval = Duration::from_millis(100);
         let client = ConsulClient::new(cc)?;

@@ -189,7 +189,7 @@ impl WeightStore {
                         WeightOverride {
                             weights,
                             revision: w.revision,
-                            store: "state_file",
+                            store: if self.kv { "consul" } else { "state_file" },
                         },
                     )
                 })

@@ -1,5 +1,6 @@
 //! Building blocks for end-to-end cases.
 
+pub mod consul;
 pub mod eventually;
 pub mod gateway;
 pub mod gwctl;

@@ -37,6 +37,7 @@ pub(super) struct ConsulFile {
     pub register_id: Option<Spanned<String>>,
     pub register_ttl: Option<Spanned<String>>,
     pub cache_file: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

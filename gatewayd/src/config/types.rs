@@ -74,6 +74,8 @@ pub struct ConsulSettings {
     pub register_ttl: Duration,
     /// Last known good endpoint sets, served after a restart while Consul is unreachable.
     pub cache_file: Option<PathBuf>,
+    /// Longest wait between retries while Consul fails (retries start at 500 ms and double).
+    pub backoff_max: Duration,
 }
 
 /// Where a Consul-backed service's endpoints come from.

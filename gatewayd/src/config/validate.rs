@@ -870,6 +870,11 @@ fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
             "consul.register_ttl",
             std::time::Duration::from_secs(10),
         ),
+        backoff_max: cx.duration(
+            &f.backoff_max,
+            "consul.backoff_max",
+            std::time::Duration::from_secs(60),
+        ),
         cache_file: Some(
             cx.path(
                 f.cache_file
