@@ -237,3 +237,42 @@ async fn a_flip_through_one_gateway_moves_every_gateway() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gwctl_flips_in_consul_mode_and_both_gateways_follow() {
+    use meshgate_e2e::harness::gwctl::Gwctl;
+    trace_init();
+    let dc = DevConsul::start().unwrap();
+    let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
+    dc.register("blue-1", "api", &["blue"], blue.addr)
+        .await
+        .unwrap();
+    dc.register("green-1", "api", &["green"], green.addr)
+        .await
+        .unwrap();
+    let gw1 = Gateway::start(&consul_cfg(&dc)).unwrap();
+    let gw2 = Gateway::start(&consul_cfg(&dc)).unwrap();
+    let http = client();
+    for gw in [&gw1, &gw2] {
+        eventually("blue to serve", || serves(gw, &http, "blue")).await;
+    }
+    Gwctl::new(&gw1).run(&["flip", "web"]).await.expect_code(0);
+    for gw in [&gw1, &gw2] {
+        eventually("traffic to move to green on every gateway", || {
+            serves(gw, &http, "green")
+        })
+        .await;
+    }
+    let before = blue.hits();
+    for gw in [&gw1, &gw2] {
+        for _ in 0..10 {
+            assert_eq!(
+                origin_of(http.get(gw.url("/")).send().await.unwrap())
+                    .await
+                    .1,
+                "green"
+            );
+        }
+    }
+    assert_eq!(blue.hits(), before, "blue gets nothing after the flip");
+}
