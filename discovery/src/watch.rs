@@ -25,10 +25,12 @@ use crate::endpoint::Staleness;
 use crate::error::{DiscoveryError, RetryClass};
 
 mod catalog;
+mod fleet;
 mod kv;
 mod service;
 
 pub use catalog::{CatalogState, CatalogWatcher};
+pub use fleet::FleetWatcher;
 pub use kv::{KvEntry, KvState, KvWatcher};
 pub use service::{endpoints_from_entries, HealthFilter, ServiceWatchOptions, ServiceWatcher};
 pub use tokio_util::sync::CancellationToken;

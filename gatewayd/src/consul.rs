@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::model::WeightChange;
 use crate::app::Control;
-use crate::config::{Config, ConsulConsistency, ConsulHealth, ConsulService, ConsulSettings};
+use crate::config::{
+    Config, ConsulConsistency, ConsulHealth, ConsulService, ConsulSettings, WatchMode,
+};
 use crate::weights::{plan_change, KvValue, RouteWeights, WeightsError};
 
 /// Errors starting the Consul link.
@@ -50,7 +52,7 @@ pub struct ConsulLink {
     cluster: String,
     rt: tokio::runtime::Handle,
     shutdown: CancellationToken,
-    watchers: Mutex<HashMap<(String, ConsulService), CancellationToken>>,
+    watchers: Mutex<Watchers>,
     cache: Mutex<BTreeMap<String, CachedService>>,
     registration: tokio::sync::Mutex<Option<Registration>>,
 }
@@ -61,6 +63,25 @@ impl std::fmt::Debug for ConsulLink {
             .field("address", &self.settings.address)
             .field("cluster", &self.cluster)
             .finish()
+    }
+}
+
+/// Running watchers: one per service, or one fleet for all.
+#[derive(Default)]
+struct Watchers {
+    per_service: HashMap<(String, ConsulService), CancellationToken>,
+    fleet: Option<(Vec<(String, ConsulService)>, CancellationToken)>,
+}
+
+fn watch_options(svc: &ConsulService) -> ServiceWatchOptions {
+    ServiceWatchOptions {
+        service: svc.service.clone(),
+        health: match svc.health {
+            ConsulHealth::Passing => HealthFilter::Passing,
+            ConsulHealth::PassingOrWarning => HealthFilter::PassingOrWarning,
+        },
+        tags: svc.tags.clone(),
+        datacenter: svc.datacenter.clone(),
     }
 }
 
@@ -116,7 +137,7 @@ impl ConsulLink {
             settings,
             rt: tokio::runtime::Handle::current(),
             shutdown,
-            watchers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Watchers::default()),
             cache: Mutex::new(BTreeMap::new()),
             registration: tokio::sync::Mutex::new(None),
         });
@@ -136,21 +157,46 @@ impl ConsulLink {
     /// Starts watchers for Consul-backed services that have none, stops those of services that
     /// are gone or changed. Called at start and after every applied reload.
     pub fn sync(self: &Arc<Self>, config: &Config) {
-        let wanted: HashMap<(String, ConsulService), ()> = config
+        let wanted: BTreeMap<String, ConsulService> = config
             .services
             .iter()
-            .filter_map(|(n, s)| s.consul.clone().map(|c| ((n.clone(), c), ())))
+            .filter_map(|(n, s)| s.consul.clone().map(|c| (n.clone(), c)))
             .collect();
+        let fleet = match self.settings.watch_mode {
+            WatchMode::Fleet => true,
+            WatchMode::PerService => false,
+            WatchMode::Auto => wanted.len() > WatchMode::AUTO_FLEET_ABOVE,
+        };
         let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.retain(|k, token| {
-            let keep = wanted.contains_key(k);
+        if fleet {
+            // One fleet for the whole set: restarted when the set changes.
+            let key: Vec<(String, ConsulService)> = wanted.into_iter().collect();
+            if w.fleet.as_ref().is_some_and(|(k, _)| *k == key) {
+                return;
+            }
+            w.per_service.drain().for_each(|(_, t)| t.cancel());
+            if let Some((_, t)) = w.fleet.take() {
+                t.cancel();
+            }
+            if !key.is_empty() {
+                let token = self.shutdown.child_token();
+                self.spawn_fleet(key.clone(), token.clone());
+                w.fleet = Some((key, token));
+            }
+            return;
+        }
+        if let Some((_, t)) = w.fleet.take() {
+            t.cancel();
+        }
+        w.per_service.retain(|(name, svc), token| {
+            let keep = wanted.get(name) == Some(svc);
             if !keep {
                 token.cancel();
             }
             keep
         });
-        for key in wanted.into_keys() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = w.entry(key) {
+        for key in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = w.per_service.entry(key) {
                 let token = self.shutdown.child_token();
                 self.spawn_service(slot.key().0.clone(), slot.key().1.clone(), token.clone());
                 slot.insert(token);
@@ -158,16 +204,38 @@ impl ConsulLink {
         }
     }
 
+    fn spawn_fleet(
+        self: &Arc<Self>,
+        services: Vec<(String, ConsulService)>,
+        token: CancellationToken,
+    ) {
+        tracing::info!(
+            services = services.len(),
+            "following Consul services with the fleet watcher (2 connections)"
+        );
+        let link = self.clone();
+        self.rt.spawn(async move {
+            let opts = services.iter().map(|(_, s)| watch_options(s)).collect();
+            let rxs =
+                discovery::watch::FleetWatcher::new(link.client.clone(), opts).spawn(token.clone());
+            for ((name, _), mut rx) in services.into_iter().zip(rxs) {
+                let (link, token) = (link.clone(), token.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            changed = rx.changed() => if changed.is_err() { return },
+                        }
+                        let st = rx.borrow_and_update().clone();
+                        link.on_service_state(&name, st);
+                    }
+                });
+            }
+        });
+    }
+
     fn spawn_service(self: &Arc<Self>, name: String, svc: ConsulService, token: CancellationToken) {
-        let opts = ServiceWatchOptions {
-            service: svc.service.clone(),
-            health: match svc.health {
-                ConsulHealth::Passing => HealthFilter::Passing,
-                ConsulHealth::PassingOrWarning => HealthFilter::PassingOrWarning,
-            },
-            tags: svc.tags.clone(),
-            datacenter: svc.datacenter.clone(),
-        };
+        let opts = watch_options(&svc);
         let link = self.clone();
         self.rt.spawn(async move {
             let mut rx = ServiceWatcher::new(link.client.clone(), opts).spawn(token.clone());
@@ -182,16 +250,15 @@ impl ConsulLink {
         });
     }
 
-    /// Applies a watcher's state. Before the first successful read, a saved set keeps serving
-    /// (only its staleness reason is updated): an unreachable Consul never empties a service.
+    /// Applies a watcher's state. Until a watcher's first successful read, the current set
+    /// (saved at start, or from the watcher it replaces) keeps serving and only its staleness
+    /// is updated: an unreachable Consul never empties a service.
     fn on_service_state(&self, name: &str, st: ServiceState) {
         if st.last_success.is_none() {
             if let Some(mut cur) = self.control.service_state(name) {
-                if cur.source == Source::Saved {
-                    cur.stale = st.stale.clone().or(cur.stale);
-                    self.control.update_service(name, cur);
-                    return;
-                }
+                cur.stale = st.stale.clone().or(cur.stale);
+                self.control.update_service(name, cur);
+                return;
             }
         }
         if st.last_success.is_some() && st.stale.is_none() {

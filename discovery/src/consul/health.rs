@@ -219,6 +219,24 @@ impl ConsulClient {
     }
 }
 
+impl ConsulClient {
+    /// Reads every check in a state (`any`, `passing`, `warning`, `critical`): a flat list with
+    /// node, check id, status and service name, but no address, port or weights.
+    pub async fn health_state(
+        &self,
+        state: &str,
+        opts: QueryOptions,
+    ) -> Result<QueryResponse<Vec<HealthCheck>>, DiscoveryError> {
+        let path = format!("/v1/health/state/{}", super::client::escape(state, false));
+        let resp = self.read(&path, Vec::new(), opts).await?.success()?;
+        let value: Option<Vec<HealthCheck>> = resp.json()?;
+        Ok(QueryResponse {
+            value: value.unwrap_or_default(),
+            meta: resp.meta,
+        })
+    }
+}
+
 fn one() -> u32 {
     1
 }

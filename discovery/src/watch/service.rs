@@ -131,7 +131,7 @@ impl ServiceWatcher {
 
 /// Records a successful read: clears staleness, stamps `last_success`, swaps the set when it
 /// differs. Sends only when something a consumer acts on changed (or on the first success).
-fn publish(tx: &watch::Sender<ServiceState>, set: Option<EndpointSet>, service: &str) {
+pub(crate) fn publish(tx: &watch::Sender<ServiceState>, set: Option<EndpointSet>, service: &str) {
     let now = SystemTime::now();
     tx.send_if_modified(|state| {
         let mut changed = state.stale.take().is_some() || state.last_success.is_none();

@@ -38,6 +38,7 @@ pub(super) struct ConsulFile {
     pub register_ttl: Option<Spanned<String>>,
     pub cache_file: Option<Spanned<String>>,
     pub backoff_max: Option<Spanned<String>>,
+    pub watch_mode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,25 @@ pub struct ConsulSettings {
     pub cache_file: Option<PathBuf>,
     /// Longest wait between retries while Consul fails (retries start at 500 ms and double).
     pub backoff_max: Duration,
+    /// How services are followed.
+    pub watch_mode: WatchMode,
+}
+
+/// How Consul-backed services are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// `PerService` up to [`WatchMode::AUTO_FLEET_ABOVE`] services, `Fleet` above.
+    Auto,
+    /// One blocking query (one connection) per service: the fastest reaction.
+    PerService,
+    /// Two blocking queries for all services (`health/state/any`, `catalog/services`) plus
+    /// bounded re-reads: stays far below Consul's 200 connections per client.
+    Fleet,
+}
+
+impl WatchMode {
+    /// Above this many Consul-backed services, `auto` uses the fleet watcher.
+    pub const AUTO_FLEET_ABOVE: usize = 32;
 }
 
 /// Where a Consul-backed service's endpoints come from.

@@ -875,6 +875,16 @@ fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
             "consul.backoff_max",
             std::time::Duration::from_secs(60),
         ),
+        watch_mode: cx.choice(
+            &f.watch_mode,
+            "consul.watch_mode",
+            &[
+                ("auto", WatchMode::Auto),
+                ("per_service", WatchMode::PerService),
+                ("fleet", WatchMode::Fleet),
+            ],
+            WatchMode::Auto,
+        ),
         cache_file: Some(
             cx.path(
                 f.cache_file

@@ -12,8 +12,12 @@ use super::support::{client, origin_of};
 
 /// `[consul]` plus blue/green services of Consul service `api` (by tag) and route `web`.
 fn consul_cfg(dc: &DevConsul) -> String {
+    consul_cfg_mode(dc, "per_service")
+}
+
+fn consul_cfg_mode(dc: &DevConsul, mode: &str) -> String {
     format!(
-        "[consul]\naddress = \"{}\"\nwait = \"5s\"\nbackoff_max = \"1s\"\ncache_file = \"discovery.json\"\n\n[services.blue]\nconsul = {{ service = \"api\", tags = [\"blue\"] }}\nbalance = \"round_robin\"\n\n[services.green]\nconsul = {{ service = \"api\", tags = [\"green\"] }}\nbalance = \"round_robin\"\n\n[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = 100 }}, {{ name = \"green\", weight = 0 }}]\n",
+        "[consul]\naddress = \"{}\"\nwatch_mode = \"{mode}\"\nwait = \"5s\"\nbackoff_max = \"1s\"\ncache_file = \"discovery.json\"\n\n[services.blue]\nconsul = {{ service = \"api\", tags = [\"blue\"] }}\nbalance = \"round_robin\"\n\n[services.green]\nconsul = {{ service = \"api\", tags = [\"green\"] }}\nbalance = \"round_robin\"\n\n[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = 100 }}, {{ name = \"green\", weight = 0 }}]\n",
         dc.url()
     )
 }
@@ -275,4 +279,54 @@ async fn gwctl_flips_in_consul_mode_and_both_gateways_follow() {
         }
     }
     assert_eq!(blue.hits(), before, "blue gets nothing after the flip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_follows_checks_and_re_registrations_on_two_connections() {
+    trace_init();
+    let dc = DevConsul::start().unwrap();
+    let (b1, b2, b1_moved) = (
+        Origin::start("blue-1").await,
+        Origin::start("blue-2").await,
+        Origin::start("blue-1-moved").await,
+    );
+    dc.register("blue-1", "api", &["blue"], b1.addr)
+        .await
+        .unwrap();
+    let gw = Gateway::start(&consul_cfg_mode(&dc, "fleet")).unwrap();
+    let http = client();
+    eventually("blue-1 to receive traffic", || serves(&gw, &http, "blue-1")).await;
+    // A new instance: the catalog index moves.
+    dc.register("blue-2", "api", &["blue"], b2.addr)
+        .await
+        .unwrap();
+    eventually("blue-2 to receive traffic", || serves(&gw, &http, "blue-2")).await;
+    // A check status change: health/state/any moves.
+    dc.check("blue-2", "fail").await.unwrap();
+    eventually("blue-2 to leave", || async {
+        (upstream(&gw, &http, "blue").await?["endpoints"]
+            .as_array()?
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // The same instance re-registered on another port touches no check.
+    dc.register("blue-1", "api", &["blue"], b1_moved.addr)
+        .await
+        .unwrap();
+    eventually("the moved instance to receive traffic", || {
+        serves(&gw, &http, "blue-1-moved")
+    })
+    .await;
+    let before = b1.hits();
+    for _ in 0..10 {
+        assert_eq!(
+            origin_of(http.get(gw.url("/")).send().await.unwrap())
+                .await
+                .1,
+            "blue-1-moved"
+        );
+    }
+    assert_eq!(b1.hits(), before);
 }
