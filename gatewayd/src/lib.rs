@@ -17,6 +17,7 @@ pub mod app;
 pub mod balance;
 pub mod config;
 pub mod consul;
+pub mod demo;
 pub mod events;
 pub mod health;
 pub mod metrics;

@@ -1,9 +1,12 @@
 //! gatewayd: args → config::load → App::build → App::run. Exit 64 on a bad config.
+//! `gatewayd demo` needs no config: it runs [`gatewayd::demo::run`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatewayd::demo::DemoOptions;
 
 /// meshgate's gateway daemon.
 #[derive(Debug, Parser)]
@@ -29,12 +32,49 @@ enum Command {
     Check,
     /// Run the daemon (the default).
     Run,
+    /// Run everything on loopback for a first look (no config needed; try `gwctl` next).
+    ///
+    /// One process: a dev Consul, a demo service in two versions (blue, green; 3 instances
+    /// each, registered with TTL checks, coming and going), the gateway routing `/` 100/0 to
+    /// blue, and light synthetic load. Prints the bound addresses and what to run next; the
+    /// admin token goes where plain `gwctl` finds it. Ctrl-C stops it all and exits 0.
+    /// `--config` and `--workers` do not apply.
+    Demo(DemoArgs),
+}
+
+/// Flags of `gatewayd demo` (defaults: `gatewayd::demo::DemoOptions::default()`).
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Proxy listener address (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value_t = DemoOptions::default().listen)]
+    listen: SocketAddr,
+    /// Admin API address; plain `gwctl` looks at 127.0.0.1:9901.
+    #[arg(long, value_name = "ADDR", default_value_t = DemoOptions::default().admin)]
+    admin: SocketAddr,
+    /// Address of the built-in dev Consul's HTTP API.
+    #[arg(long, value_name = "ADDR", default_value_t = DemoOptions::default().consul)]
+    consul: SocketAddr,
+    /// Synthetic requests per second through the proxy (0: no load; at most 200).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DemoOptions::default().rps,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(gatewayd::demo::MAX_RPS))
+    )]
+    rps: u32,
+    /// Directory for the generated config, the admin token (DIR/admin.token), the discovery
+    /// cache and the logs. Plain `gwctl` finds the default one's token by itself.
+    #[arg(long, value_name = "DIR", default_value_os_t = DemoOptions::default().state_dir)]
+    state_dir: PathBuf,
 }
 
 const EX_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Demo(d)) = args.command {
+        return demo(d);
+    }
     let Some(path) = args.config.clone() else {
         eprintln!("gatewayd: no config file: pass --config FILE (or set MESHGATE_CONFIG)");
         return ExitCode::from(EX_CONFIG);
@@ -92,4 +132,36 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `gatewayd demo`: exit 0 after Ctrl-C / SIGTERM, 1 when something could not start.
+fn demo(d: DemoArgs) -> ExitCode {
+    let opts = DemoOptions {
+        listen: d.listen,
+        admin: d.admin,
+        consul: d.consul,
+        rps: d.rps,
+        state_dir: d.state_dir,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("demo")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatewayd demo: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(gatewayd::demo::run(opts));
+    // Whatever is still running (a drain cut short by a second signal) is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatewayd demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

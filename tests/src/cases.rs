@@ -4,6 +4,7 @@
 mod cases {
     pub mod admin;
     pub mod config_check;
+    pub mod demo;
     pub mod discovery;
     pub mod gwctl_cli;
     pub mod gwctl_tui;
