@@ -200,6 +200,22 @@ async fn stats_and_metrics_count_requests() {
         b["histogram"].as_str().unwrap().len() > 10,
         "serialized histogram present"
     );
+    // rps comes from once-a-second samples: keep a little traffic flowing until it shows.
+    let rps = meshgate_e2e::harness::eventually::eventually("rps to be reported", || async {
+        http.get(gw.url("/")).send().await.ok()?;
+        let s: Value = gw
+            .admin_req(&http, Method::GET, "/v1/stats")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let rps = s["routes"][0]["backends"][0]["rps"].as_f64()?;
+        (rps > 0.0).then_some(rps)
+    })
+    .await;
+    assert!(rps < 10_000.0, "rps {rps}");
     let m = gw
         .admin_req(&http, Method::GET, "/metrics")
         .send()
