@@ -13,6 +13,18 @@ cargo build --workspace --bins --locked
 echo "== tmux (the console test drives gwctl in a real terminal)"
 # CI runs as root on Debian.
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
+echo "== python tools (real Consul clients the e2e suite points at devconsul)"
+# .venv at the repository root (git-ignored); pinned in tests/python/requirements.txt. pip is
+# only asked when the requirements changed since the last install, so reruns cost nothing.
+if [ ! -x .venv/bin/python ]; then
+  # --clear: a venv whose interpreter went away is rebuilt whole (and reinstalled below).
+  python3 -m venv --clear .venv
+fi
+if ! cmp -s tests/python/requirements.txt .venv/.meshgate-requirements.txt; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input \
+    -r tests/python/requirements.txt
+  cp tests/python/requirements.txt .venv/.meshgate-requirements.txt
+fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

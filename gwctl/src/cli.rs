@@ -1,6 +1,7 @@
 //! The scripted forms of gwctl: one module per command, human tables or `--json`, exit codes
-//! from [`crate::error`]. Reads ask every `--admin` gateway and merge; writes go to the first
-//! gateway that answers (gateways sharing Consul KV all follow it).
+//! from [`crate::error`]. Reads ask every `--admin` gateway (and every gateway `--consul` finds)
+//! and merge; writes go to the first gateway that answers (gateways sharing Consul KV all follow
+//! it).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use crate::client::{token_candidates, AdminClient, DEFAULT_ADMIN};
 use crate::error::{CliError, ClientError};
 
 mod canary;
+mod consul;
 mod flip;
 mod history;
 mod output;
@@ -23,6 +25,9 @@ mod weights;
 pub const AFTER_HELP: &str = "\
 Targets:
   --admin URL may be repeated (or MESHGATE_ADMIN=URL1,URL2); default http://127.0.0.1:9901.
+  --consul ADDR (or MESHGATE_CONSUL) finds every gatewayd registered in Consul (passing
+  instances of service `meshgate`) and targets them all, plus any --admin given;
+  the Consul ACL token, if needed, comes from CONSUL_HTTP_TOKEN.
   Reads ask every gateway and merge their counters and latency histograms exactly;
   writes go to the first gateway that answers.
 
@@ -51,6 +56,9 @@ pub struct Target {
         global = true
     )]
     pub admin: Vec<String>,
+    /// Consul agent (`host:port` or `http://host:port`): target every gatewayd registered there.
+    #[arg(long, value_name = "ADDR", env = "MESHGATE_CONSUL", global = true)]
+    pub consul: Option<String>,
     /// File holding the admin bearer token (default: see the lookup order below).
     #[arg(long, value_name = "PATH", env = "MESHGATE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
@@ -87,17 +95,41 @@ pub enum Command {
     Metrics,
 }
 
-/// Builds one client per admin URL, reading the token as documented in [`AFTER_HELP`].
-pub fn connect(target: &Target) -> anyhow::Result<Vec<AdminClient>> {
+/// Builds one client per admin URL, reading the token as documented in [`AFTER_HELP`]. With
+/// `--consul`, the gateways registered there come first, then any `--admin` (duplicates once).
+pub async fn connect(target: &Target) -> anyhow::Result<Vec<AdminClient>> {
     let token = read_token(target)?;
-    let urls: Vec<String> = if target.admin.is_empty() {
-        vec![DEFAULT_ADMIN.to_string()]
-    } else {
-        target.admin.iter().map(|u| u.trim().to_string()).collect()
+    let consul = match target.consul.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(address) => {
+            let consul_token = std::env::var("CONSUL_HTTP_TOKEN").ok();
+            Some(consul::gateways(address, consul_token).await?)
+        }
+        None => None,
     };
+    let urls = admin_urls(consul, &target.admin);
     urls.iter()
         .map(|u| AdminClient::new(u, token.clone()).map_err(anyhow::Error::from))
         .collect()
+}
+
+/// The admin URLs to target: those found in Consul (when `--consul` was given) followed by the
+/// `--admin` ones not already among them; without `--consul`, the `--admin` ones as given, or
+/// [`DEFAULT_ADMIN`] when there are none.
+fn admin_urls(consul: Option<Vec<String>>, admin: &[String]) -> Vec<String> {
+    let admin = admin.iter().map(|u| u.trim().to_string());
+    match consul {
+        None if admin.len() == 0 => vec![DEFAULT_ADMIN.to_string()],
+        None => admin.collect(),
+        Some(mut urls) => {
+            for u in admin {
+                let key = u.trim_end_matches('/').to_string();
+                if !urls.iter().any(|x| x.trim_end_matches('/') == key) {
+                    urls.push(u);
+                }
+            }
+            urls
+        }
+    }
 }
 
 /// Runs a scripted command.
@@ -246,5 +278,75 @@ pub fn whoami() -> String {
         user
     } else {
         format!("{user}@{host}")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `--help` names the demo's token path, which `gatewayd` owns.
+    #[test]
+    fn help_names_the_demo_token_path() {
+        let demo = gatewayd::demo::default_token_path();
+        assert!(
+            AFTER_HELP.contains(&format!(
+                "{}   (written by `gatewayd demo`)",
+                demo.display()
+            )),
+            "AFTER_HELP is out of date: the demo writes {}",
+            demo.display()
+        );
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn admin_urls_default_only_without_any_target() {
+        assert_eq!(admin_urls(None, &[]), [DEFAULT_ADMIN]);
+        assert_eq!(
+            admin_urls(None, &strings(&[" http://a:1 ", "http://b:2"])),
+            ["http://a:1", "http://b:2"]
+        );
+    }
+
+    #[test]
+    fn consul_gateways_come_first_and_admin_adds_the_others() {
+        let found = strings(&["http://10.0.0.5:9901", "http://10.0.0.6:9901"]);
+        assert_eq!(admin_urls(Some(found.clone()), &[]), found);
+        assert_eq!(
+            admin_urls(
+                Some(found),
+                &strings(&["http://10.0.0.6:9901/", "http://10.0.0.7:9901"])
+            ),
+            [
+                "http://10.0.0.5:9901",
+                "http://10.0.0.6:9901",
+                "http://10.0.0.7:9901"
+            ]
+        );
+    }
+
+    #[test]
+    fn consul_flag_and_env() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            target: Target,
+        }
+        let cli = Cli::try_parse_from(["gwctl", "--consul", "127.0.0.1:8500"]).unwrap();
+        assert_eq!(cli.target.consul.as_deref(), Some("127.0.0.1:8500"));
+        let arg = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "consul")
+            .and_then(|a| a.get_env().map(|e| e.to_os_string()));
+        assert_eq!(
+            arg.as_deref(),
+            Some(std::ffi::OsStr::new("MESHGATE_CONSUL"))
+        );
     }
 }

@@ -334,7 +334,8 @@ impl EventSource {
 
 /// Where the admin token is looked for, in order, when `--token-file` and
 /// `MESHGATE_TOKEN_FILE` are not given: `$XDG_RUNTIME_DIR/meshgate/admin.token`,
-/// `~/.config/meshgate/admin.token`, `/tmp/meshgate-demo/admin.token`.
+/// `~/.config/meshgate/admin.token`, then where `gatewayd demo` leaves it
+/// ([`gatewayd::demo::default_token_path`], `/tmp/meshgate-demo/admin.token`).
 pub fn token_candidates(xdg_runtime_dir: Option<&str>, home: Option<&str>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(x) = xdg_runtime_dir.filter(|x| !x.is_empty()) {
@@ -343,7 +344,7 @@ pub fn token_candidates(xdg_runtime_dir: Option<&str>, home: Option<&str>) -> Ve
     if let Some(h) = home.filter(|h| !h.is_empty()) {
         out.push(Path::new(h).join(".config/meshgate/admin.token"));
     }
-    out.push(PathBuf::from("/tmp/meshgate-demo/admin.token"));
+    out.push(gatewayd::demo::default_token_path());
     out
 }
 

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let clients = cli::connect(&args.target)?;
+        let clients = cli::connect(&args.target).await?;
         match args.command {
             None => tui::run(clients).await,
             Some(cmd) => cli::run(cmd, &args.target, clients).await,

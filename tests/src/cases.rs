@@ -4,6 +4,7 @@
 mod cases {
     pub mod admin;
     pub mod config_check;
+    pub mod consul_clients;
     pub mod demo;
     pub mod discovery;
     pub mod gwctl_cli;
@@ -12,6 +13,7 @@ mod cases {
     pub mod lifecycle;
     pub mod observability;
     pub mod proxying;
+    pub mod registration;
     pub mod reload;
     pub mod routing;
     pub mod support;
