@@ -224,12 +224,21 @@ impl Snapshot {
                 }
             })
             .collect();
-        inp.metrics.retain(|route, backend| {
-            config.routes.iter().any(|r| {
-                r.name == route
-                    && (backend.is_empty() || r.backends.iter().any(|b| b.name == backend))
+        // Metrics of (route, backend) pairs that no longer exist are dropped; "" is the
+        // route's own no-backend series.
+        let live: std::collections::HashSet<(&str, &str)> = config
+            .routes
+            .iter()
+            .flat_map(|r| {
+                std::iter::once((r.name.as_str(), "")).chain(
+                    r.backends
+                        .iter()
+                        .map(move |b| (r.name.as_str(), b.name.as_str())),
+                )
             })
-        });
+            .collect();
+        inp.metrics
+            .retain(|route, backend| live.contains(&(route, backend)));
         Self {
             generation,
             config: config.clone(),
