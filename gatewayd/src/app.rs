@@ -498,6 +498,12 @@ impl App {
         let sample = config.log.access_log_sample;
         let control = Control::new(config, config_path, token);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        // Order matters: everything that reacts to the outside world (the config file watch,
+        // workers, Consul watchers, the admin API) is running before the last log line below
+        // announces the gateway; an edit made right after that line is never missed.
+        if let Some(path) = control.config_path.clone() {
+            crate::reload::spawn_watcher(path, control.clone(), shutdown_rx.clone());
+        }
         let mut threads = Vec::new();
         for (id, listeners) in per_worker.into_iter().enumerate() {
             let w = Worker {
@@ -511,29 +517,33 @@ impl App {
                 run_worker(w, listeners, shutdown_rx.clone(), drain).map_err(StartError::Worker)?,
             );
         }
-        if let Some(settings) = control.snapshot.load().config.consul.clone() {
-            let cfg = control.snapshot.load().config.clone();
-            let link = crate::consul::ConsulLink::start(
-                control.clone(),
-                &cfg,
-                settings,
-                tokio_util::sync::CancellationToken::new(),
-            )
-            .map_err(|e| StartError::Consul(e.to_string()))?;
-            link.register(admin_addr).await;
-            let _ = control.consul.set(link);
-        }
+        let link = match control.snapshot.load().config.consul.clone() {
+            Some(settings) => {
+                let cfg = control.snapshot.load().config.clone();
+                let link = crate::consul::ConsulLink::start(
+                    control.clone(),
+                    &cfg,
+                    settings,
+                    tokio_util::sync::CancellationToken::new(),
+                )
+                .map_err(|e| StartError::Consul(e.to_string()))?;
+                let _ = control.consul.set(link.clone());
+                Some(link)
+            }
+            None => None,
+        };
         let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             control.clone(),
             admin_shutdown_rx,
         ));
-        tracing::info!(%admin_addr, "admin API listening");
-        tokio::spawn(sampler(control.metrics.clone(), shutdown_rx.clone()));
-        if let Some(path) = control.config_path.clone() {
-            crate::reload::spawn_watcher(path, control.clone(), shutdown_rx);
+        // Registered only once the admin API it advertises answers.
+        if let Some(link) = link {
+            link.register(admin_addr).await;
         }
+        tokio::spawn(sampler(control.metrics.clone(), shutdown_rx.clone()));
+        tracing::info!(%admin_addr, "admin API listening");
         Ok(Self {
             control,
             listen_addrs,
