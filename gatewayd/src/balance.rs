@@ -13,7 +13,7 @@ mod tests;
 
 use rand::Rng;
 
-pub use endpoint_set::{now_nanos, EndpointRuntime, EndpointStats};
+pub use endpoint_set::{nanos_at, now_nanos, EndpointRuntime, EndpointStats};
 pub use ewma::{observe as observe_latency, DECAY, DEFAULT_RTT};
 
 use crate::config::BalancePolicy;

@@ -8,9 +8,14 @@ use tokio::time::Instant;
 
 /// Nanoseconds since the first call in this process (tokio clock, so tests can pause it).
 pub fn now_nanos() -> u64 {
+    nanos_at(Instant::now())
+}
+
+/// [`now_nanos`] of an instant already read (saves a clock read on the request path).
+pub fn nanos_at(t: Instant) -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     let base = *BASE.get_or_init(Instant::now);
-    u64::try_from(Instant::now().saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(t.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Live statistics of one endpoint, kept across snapshot rebuilds (keyed by service and address).

@@ -1,45 +1,94 @@
 //! The compiled route table.
+//!
+//! Routes are bucketed by host, then, inside a host bucket, by the first path segment they can
+//! match: a prefix that spans a whole first segment (`/api/…`) or an exact path can only match
+//! requests whose path starts with that segment. Other routes (`/`, `/ap`) stay in a generic
+//! list. A request looks at one segment list and the generic list and keeps the better match by
+//! (rank, declaration order), so match cost does not grow with the number of routes on other
+//! segments.
 
 use std::collections::HashMap;
 
 use http::Request;
 
 use super::matcher::{host_of, Matcher};
-use crate::config::{HostMatch, RouteConfig};
+use crate::config::{HostMatch, PathMatch, RouteConfig};
 
-/// Routes bucketed by host and sorted by specificity. Built once per config.
+/// Routes bucketed by host and first path segment, sorted by specificity. Built once per config.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     matchers: Vec<Matcher>,
-    exact: HashMap<Box<str>, Vec<usize>>,
+    exact: HashMap<Box<str>, Bucket>,
     /// (".example.com", routes), longest suffix first.
-    suffix: Vec<(Box<str>, Vec<usize>)>,
-    any: Vec<usize>,
+    suffix: Vec<(Box<str>, Bucket)>,
+    any: Bucket,
+}
+
+/// The routes of one host condition.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    by_segment: HashMap<Box<str>, Vec<usize>>,
+    generic: Vec<usize>,
+}
+
+impl Bucket {
+    fn push(&mut self, i: usize, route: &RouteConfig) {
+        match route_segment(&route.path) {
+            Some(seg) => self.by_segment.entry(seg.into()).or_default().push(i),
+            None => self.generic.push(i),
+        }
+    }
+
+    fn sort(&mut self, matchers: &[Matcher]) {
+        // Stable sorts: equal ranks keep declaration order.
+        let by_rank = |v: &mut Vec<usize>| v.sort_by_key(|&i| matchers[i].rank());
+        self.by_segment.values_mut().for_each(by_rank);
+        by_rank(&mut self.generic);
+    }
+}
+
+/// The first path segment every request matching `path` has, when the route fixes one.
+fn route_segment(path: &PathMatch) -> Option<&str> {
+    match path {
+        PathMatch::Exact(p) => Some(first_segment(p)),
+        PathMatch::Prefix(p) => {
+            let rest = p.strip_prefix('/')?;
+            rest.find('/').map(|end| &rest[..end])
+        }
+    }
+}
+
+/// The first segment of a request path: `/api/x` → `api`, `/` → ``.
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.find('/').map_or(rest, |end| &rest[..end])
 }
 
 impl RouteTable {
     /// Compiles `routes`; indexes returned by `match_request` are indexes into this slice.
     pub fn new(routes: &[RouteConfig]) -> Self {
         let matchers: Vec<Matcher> = routes.iter().map(Matcher::new).collect();
-        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
-        let mut suffix: Vec<(Box<str>, Vec<usize>)> = Vec::new();
-        let mut any = Vec::new();
+        let mut exact: HashMap<Box<str>, Bucket> = HashMap::new();
+        let mut suffix: Vec<(Box<str>, Bucket)> = Vec::new();
+        let mut any = Bucket::default();
         for (i, r) in routes.iter().enumerate() {
             match &r.host {
-                Some(HostMatch::Exact(h)) => exact.entry(h.as_str().into()).or_default().push(i),
+                Some(HostMatch::Exact(h)) => exact.entry(h.as_str().into()).or_default().push(i, r),
                 Some(HostMatch::Suffix(s)) => match suffix.iter_mut().find(|(x, _)| **x == **s) {
-                    Some((_, v)) => v.push(i),
-                    None => suffix.push((s.as_str().into(), vec![i])),
+                    Some((_, b)) => b.push(i, r),
+                    None => {
+                        let mut b = Bucket::default();
+                        b.push(i, r);
+                        suffix.push((s.as_str().into(), b));
+                    }
                 },
-                None => any.push(i),
+                None => any.push(i, r),
             }
         }
-        // Stable sorts: equal ranks keep declaration order.
-        let by_rank = |v: &mut Vec<usize>| v.sort_by_key(|&i| matchers[i].rank());
-        exact.values_mut().for_each(by_rank);
-        suffix.iter_mut().for_each(|(_, v)| by_rank(v));
+        exact.values_mut().for_each(|b| b.sort(&matchers));
+        suffix.iter_mut().for_each(|(_, b)| b.sort(&matchers));
         suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        by_rank(&mut any);
+        any.sort(&matchers);
         Self {
             matchers,
             exact,
@@ -51,25 +100,40 @@ impl RouteTable {
     /// Index of the most specific route matching `req`, if any.
     pub fn match_request<B>(&self, req: &Request<B>) -> Option<usize> {
         let path = req.uri().path();
+        let seg = first_segment(path);
         let (method, headers) = (req.method(), req.headers());
         let hit = |ids: &[usize]| {
             ids.iter()
                 .copied()
                 .find(|&i| self.matchers[i].matches(method, path, headers))
         };
+        let best = |b: &Bucket| {
+            let a = b.by_segment.get(seg).and_then(|ids| hit(ids));
+            let g = hit(&b.generic);
+            match (a, g) {
+                (Some(x), Some(y)) => Some(
+                    if (self.matchers[x].rank(), x) <= (self.matchers[y].rank(), y) {
+                        x
+                    } else {
+                        y
+                    },
+                ),
+                (x, y) => x.or(y),
+            }
+        };
         if let Some(host) = host_of(req) {
-            if let Some(i) = self.exact.get(host.as_ref()).and_then(|ids| hit(ids)) {
+            if let Some(i) = self.exact.get(host.as_ref()).and_then(best) {
                 return Some(i);
             }
-            for (s, ids) in &self.suffix {
+            for (s, b) in &self.suffix {
                 if host.len() > s.len() && host.ends_with(s.as_ref()) {
-                    if let Some(i) = hit(ids) {
+                    if let Some(i) = best(b) {
                         return Some(i);
                     }
                 }
             }
         }
-        hit(&self.any)
+        best(&self.any)
     }
 
     /// Number of routes.
