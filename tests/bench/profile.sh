@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# tests/bench/profile.sh — CPU profile of gatewayd in the bench scenario (run by hand, as root).
+#
+#   GATEWAYD=target/release/gatewayd bash tests/bench/profile.sh     # perf (default)
+#   TOOL=callgrind bash tests/bench/profile.sh                        # valgrind instead of perf
+#
+# Starts the upstream nginx (19001/19002) and gatewayd with tests/bench/gatewayd.toml, records
+# gatewayd while `wrk -t1 -c64 -d${DURATION}s` runs, and prints the top functions by inclusive
+# ("children") cost to stdout. The release profile keeps debug info (debug = 1), so symbols
+# resolve. Every process started here is stopped by PID on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+GATEWAYD=${GATEWAYD:-$ROOT/target/release/gatewayd}
+TOOL=${TOOL:-perf}
+DURATION=${DURATION:-10}
+TOP=${TOP:-40}
+PERF_OUT=${PERF_OUT:-/tmp/gatewayd.perf.data}   # kept for further `perf report -i` runs
+RUN=$(mktemp -d /tmp/meshgate-profile.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_http() {
+    local i
+    for i in $(seq 1 300); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]] && return 0
+        sleep 0.1
+    done
+    echo "no 200 from $1" >&2
+    return 1
+}
+
+body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+cat >"$RUN/upstream.conf" <<EOF
+worker_processes 1;
+pid upstream.pid;
+error_log upstream.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:19001;
+        listen 127.0.0.1:19002;
+        location / { default_type text/plain; return 200 "$body"; }
+    }
+}
+EOF
+nginx -p "$RUN/" -c "$RUN/upstream.conf" -g 'daemon off;' &
+PIDS+=($!)
+wait_http http://127.0.0.1:19001/
+
+if [[ $TOOL == callgrind ]]; then
+    valgrind --tool=callgrind --callgrind-out-file="$RUN/callgrind.out" \
+        "$GATEWAYD" --config "$HERE/gatewayd.toml" >"$RUN/gw.log" 2>&1 &
+    PIDS+=($!)
+    wait_http http://127.0.0.1:18090/api/
+    wrk -t1 -c64 -d"${DURATION}s" http://127.0.0.1:18090/api/
+    kill -TERM "${PIDS[-1]}"
+    wait "${PIDS[-1]}" || true
+    callgrind_annotate --inclusive=yes "$RUN/callgrind.out" | head -n $((TOP + 25))
+else
+    "$GATEWAYD" --config "$HERE/gatewayd.toml" >"$RUN/gw.log" 2>&1 &
+    gw=$!
+    PIDS+=($gw)
+    wait_http http://127.0.0.1:18090/api/
+    wrk -t1 -c64 -d2s http://127.0.0.1:18090/api/ >/dev/null
+    perf record -q -e cpu-clock -F 1999 --call-graph dwarf,16384 -p "$gw" -o "$PERF_OUT" \
+        -- sleep "$DURATION" &
+    rec=$!
+    wrk -t1 -c64 -d"${DURATION}s" http://127.0.0.1:18090/api/
+    wait "$rec" || true
+    # Inclusive cost per function, inlined frames folded into their callers.
+    perf report -i "$PERF_OUT" --children --no-inline --stdio -g none \
+        --percent-limit 1.5 --sort symbol 2>"$RUN/report.err" | grep -v "^$" | head -n "$TOP" || cat "$RUN/report.err" >&2
+fi
