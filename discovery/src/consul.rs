@@ -4,9 +4,11 @@
 //! [`ConsulClient`] is cheap to clone (one pooled hyper client inside). Reads take
 //! [`QueryOptions`] (`index`, `wait`) and return a [`QueryResponse`] with the server's
 //! [`QueryMeta`]; the watch loops in [`crate::watch`] drive them with [`BlockingIndex`],
-//! [`TokenBucket`] and [`crate::Backoff`]. Only `http://` addresses are supported for now; an
-//! `https://` address is refused at construction with [`DiscoveryError::HttpsNotSupported`].
+//! [`TokenBucket`] and [`crate::Backoff`]. Both `http://` and `https://` addresses work; for
+//! `https://` the agent's certificate is verified against [`ConsulConfig::ca_file`], or against
+//! the bundled Mozilla roots (`webpki-roots`) when no CA file is set.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
@@ -20,6 +22,7 @@ mod catalog;
 mod client;
 mod health;
 mod kv;
+mod tls;
 
 pub use agent::{AgentServiceCheck, AgentServiceRegistration, RegistrationWeights};
 pub use blocking::{BlockingIndex, IndexUpdate, TokenBucket};
@@ -46,8 +49,13 @@ pub enum Consistency {
 /// How to reach Consul and how to pace queries.
 #[derive(Debug, Clone)]
 pub struct ConsulConfig {
-    /// Agent address, `http://127.0.0.1:8500` by default. `https` is refused for now.
+    /// Agent address, `http://127.0.0.1:8500` by default; `https://` uses TLS (see `ca_file`).
     pub address: Uri,
+    /// PEM file of the CA certificate(s) that signed the agent's certificate, read once at
+    /// [`ConsulClient::new`]; used only for `https://` addresses. `None` trusts the Mozilla
+    /// roots compiled into the binary (`webpki-roots`), never the platform store, so a private
+    /// CA always needs this set.
+    pub ca_file: Option<PathBuf>,
     /// ACL token, sent as `X-Consul-Token` (never in the query string, which ends up in logs).
     pub token: Option<String>,
     /// `?dc=` for every request; `None` uses the agent's datacenter.
@@ -106,6 +114,7 @@ impl ConsulConfig {
     pub fn new(address: Uri) -> Self {
         Self {
             address,
+            ca_file: None,
             token: None,
             datacenter: None,
             consistency: Consistency::Default,
@@ -118,7 +127,7 @@ impl ConsulConfig {
     }
 
     /// Parses an address the way `CONSUL_HTTP_ADDR` is written: `host:port`,
-    /// `http://host:port` or `https://…` (the latter then fails at client construction).
+    /// `http://host:port` or `https://host:port`.
     pub fn parse_address(address: &str) -> Result<Uri, DiscoveryError> {
         let with_scheme = if address.contains("://") {
             address.to_owned()

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +42,7 @@ mod probe;
 mod shared;
 mod state;
 mod timers;
+mod tls;
 mod wire;
 
 pub use self::hooks::{DevConsulHandle, Fault};
@@ -70,6 +72,8 @@ pub struct DevConsulBuilder {
     reap_interval: Duration,
     min_deregister_after: Duration,
     consul_service: bool,
+    /// `(certificate chain PEM, private key PEM)` when serving https.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A started dev server. Dropping it stops it (listener, connections, timers).
@@ -77,6 +81,7 @@ pub struct DevConsulBuilder {
 pub struct RunningDevConsul {
     addr: SocketAddr,
     handle: DevConsulHandle,
+    tls: Option<tls::Tls>,
     listener: tokio::sync::Mutex<Option<listener::Listener>>,
     background: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -93,6 +98,12 @@ pub enum DevConsulError {
         /// The bind error.
         #[source]
         source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded (unreadable, not PEM, not matching).
+    #[error("devconsul TLS setup failed: {reason}")]
+    Tls {
+        /// What went wrong, naming the file.
+        reason: String,
     },
 }
 
@@ -112,6 +123,7 @@ impl DevConsul {
             reap_interval: Duration::from_secs(30),
             min_deregister_after: Duration::from_secs(60),
             consul_service: true,
+            tls: None,
         }
     }
 }
@@ -174,8 +186,21 @@ impl DevConsulBuilder {
         self
     }
 
+    /// Serves https instead of http, with the PEM certificate chain (leaf first) in
+    /// `cert_pem` and its PEM private key in `key_pem`. Both files are read by
+    /// [`DevConsulBuilder::start`], which fails with [`DevConsulError::Tls`] if they are
+    /// unusable. A client that fails the handshake is dropped without an HTTP answer.
+    pub fn tls(mut self, cert_pem: impl Into<PathBuf>, key_pem: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port) and starts serving on the current runtime.
     pub async fn start(self, addr: SocketAddr) -> Result<RunningDevConsul, DevConsulError> {
+        let tls = match &self.tls {
+            Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
+            None => None,
+        };
         let now = Instant::now();
         let state = State::new(&self.datacenter, &self.node_name, self.consul_service, now);
         let shared = Arc::new(Shared {
@@ -196,7 +221,7 @@ impl DevConsulBuilder {
             max_conns: AtomicUsize::new(self.max_conns_per_client),
             conns: Mutex::new(HashMap::new()),
         });
-        let (addr, listener) = listener::Listener::bind(shared.clone(), addr)
+        let (addr, listener) = listener::Listener::bind(shared.clone(), addr, tls.clone())
             .await
             .map_err(|source| DevConsulError::Bind { addr, source })?;
         let background = CancellationToken::new();
@@ -214,6 +239,7 @@ impl DevConsulBuilder {
         Ok(RunningDevConsul {
             addr,
             handle: DevConsulHandle { shared },
+            tls,
             listener: tokio::sync::Mutex::new(Some(listener)),
             background,
             tasks,
@@ -229,9 +255,10 @@ impl RunningDevConsul {
         self.addr
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when started with [`DevConsulBuilder::tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The hooks and state handle.
@@ -253,12 +280,13 @@ impl RunningDevConsul {
         if guard.is_some() {
             return Ok(());
         }
-        let (_, listener) = listener::Listener::bind(self.handle.shared.clone(), self.addr)
-            .await
-            .map_err(|source| DevConsulError::Bind {
-                addr: self.addr,
-                source,
-            })?;
+        let (_, listener) =
+            listener::Listener::bind(self.handle.shared.clone(), self.addr, self.tls.clone())
+                .await
+                .map_err(|source| DevConsulError::Bind {
+                    addr: self.addr,
+                    source,
+                })?;
         *guard = Some(listener);
         Ok(())
     }

@@ -17,9 +17,16 @@ pub enum DiscoveryError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `https://` addresses are not supported by this client yet.
-    #[error("https not supported yet (Consul address {0})")]
-    HttpsNotSupported(String),
+    /// The TLS client for an `https://` address could not be set up (unreadable or empty
+    /// `ca_file`, unusable certificate). Certificate verification failures at connect time are
+    /// [`DiscoveryError::Transport`] errors instead.
+    #[error("TLS setup for Consul {address} failed: {reason}")]
+    Tls {
+        /// The address as configured.
+        address: String,
+        /// What went wrong, naming the CA file.
+        reason: String,
+    },
     /// Connecting or talking to Consul failed before a response arrived.
     #[error("request to Consul {path} failed: {reason}")]
     Transport {
@@ -117,7 +124,7 @@ impl DiscoveryError {
             Self::Status { .. } => RetryClass::Permanent,
             Self::Transport { .. } | Self::Timeout { .. } => RetryClass::Transient,
             Self::InvalidAddress { .. }
-            | Self::HttpsNotSupported(_)
+            | Self::Tls { .. }
             | Self::Decode { .. }
             | Self::Base64 { .. }
             | Self::Request { .. }

@@ -18,6 +18,8 @@ mod harness;
 mod health;
 #[path = "conformance/hooks.rs"]
 mod hooks;
+#[path = "conformance/tls.rs"]
+mod tls;
 #[path = "conformance/watchers.rs"]
 mod watchers;
 

@@ -402,6 +402,8 @@ fn restart_required(a: &Config, b: &Config) -> Vec<String> {
         ),
         ("gateway.cluster", a.gateway.cluster != b.gateway.cluster),
         ("log", a.log != b.log),
+        // The Consul client is built once; services' `consul = {…}` entries do reload live.
+        ("consul", a.consul != b.consul),
     ];
     checks
         .iter()

@@ -114,6 +114,7 @@ impl ConsulLink {
             None => None,
         };
         let mut cc = ConsulConfig::new(settings.address.clone());
+        cc.ca_file = settings.ca_file.clone();
         cc.token = token;
         cc.datacenter = settings.datacenter.clone();
         cc.wait = settings.wait;

@@ -6,11 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc rather than glibc malloc: allocation was ~4-5 % of the proxy's CPU and glibc's
-/// arenas grew RSS from 11 to 45 MiB under load (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use gatewayd::demo::DemoOptions;
 
 /// meshgate's gateway daemon.

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! devconsul --addr 127.0.0.1:8500 [--token SECRET] [--max-wait 10m] [--default-wait 5m]
+//!           [--tls-cert FILE --tls-key FILE]
 //! ```
-//! Prints `devconsul listening on http://ADDR` once bound (port 0 picks a free port), then
-//! serves until Ctrl-C or SIGTERM.
+//! Prints `devconsul listening on http://ADDR` (`https://ADDR` with `--tls-cert`/`--tls-key`)
+//! once bound (port 0 picks a free port), then serves until Ctrl-C or SIGTERM.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,6 +39,12 @@ struct Args {
     /// Node name of the agent.
     #[arg(long, default_value = "devconsul")]
     node: String,
+    /// Serve https with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,6 +85,9 @@ async fn run(args: Args) -> ExitCode {
         .node_name(args.node);
     if let Some(token) = args.token {
         builder = builder.token(token);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        builder = builder.tls(cert, key);
     }
     let consul = match builder.start(args.addr).await {
         Ok(c) => c,

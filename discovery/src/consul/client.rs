@@ -1,5 +1,6 @@
 //! Transport: request building (token header, `dc`, consistency, `index`/`wait`), timeouts,
-//! status and header handling, on hyper-util's pooled legacy client.
+//! status and header handling, on hyper-util's pooled legacy client behind a rustls connector
+//! (`https://` addresses; `http://` ones pass through in the clear).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -23,9 +25,9 @@ pub struct ConsulClient {
 
 #[derive(Debug)]
 struct Inner {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     config: ConsulConfig,
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host:port`, no trailing slash.
     base: String,
 }
 
@@ -44,29 +46,44 @@ pub(crate) type Query<'a> = Vec<(&'a str, Option<String>)>;
 // === impl ConsulClient ===
 
 impl ConsulClient {
-    /// Builds a client. Fails on an `https` address (not supported yet) or one without a host.
+    /// Builds a client. For an `https` address it reads [`ConsulConfig::ca_file`] now and fails
+    /// with [`DiscoveryError::Tls`] if that file is unreadable or holds no certificate. Fails
+    /// with [`DiscoveryError::InvalidAddress`] on another scheme or an address without a host.
     pub fn new(config: ConsulConfig) -> Result<Self, DiscoveryError> {
         let address = config.address.to_string();
-        match config.address.scheme_str() {
-            Some("http") | None => {}
-            Some("https") => return Err(DiscoveryError::HttpsNotSupported(address)),
+        let scheme = match config.address.scheme_str() {
+            Some("http") | None => "http",
+            Some("https") => "https",
             Some(other) => {
                 return Err(DiscoveryError::InvalidAddress {
                     address,
                     reason: format!("unsupported scheme {other:?}"),
                 })
             }
-        }
+        };
         let Some(authority) = config.address.authority() else {
             return Err(DiscoveryError::InvalidAddress {
                 address,
                 reason: "no host".to_owned(),
             });
         };
-        let base = format!("http://{authority}");
+        let base = format!("{scheme}://{authority}");
+        // A plain-http client never looks at the CA file, so a stale `ca_file` cannot break it.
+        let ca_file = if scheme == "https" {
+            config.ca_file.as_deref()
+        } else {
+            None
+        };
+        let tls = super::tls::client_config(&address, ca_file)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
@@ -274,12 +291,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_https() {
-        let config = ConsulConfig::new(Uri::from_static("https://consul:8501"));
+    fn accepts_https_and_refuses_other_schemes() {
+        let https = ConsulClient::new(ConsulConfig::new(Uri::from_static("https://consul:8501")));
+        assert_eq!(https.unwrap().inner.base, "https://consul:8501");
+        let ftp = ConsulClient::new(ConsulConfig::new(Uri::from_static("ftp://consul:8501")));
+        assert!(matches!(ftp, Err(DiscoveryError::InvalidAddress { .. })));
+    }
+
+    #[test]
+    fn https_reads_the_ca_file_at_construction() {
+        let mut config = ConsulConfig::new(Uri::from_static("https://consul:8501"));
+        config.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(matches!(
-            ConsulClient::new(config),
-            Err(DiscoveryError::HttpsNotSupported(_))
+            ConsulClient::new(config.clone()),
+            Err(DiscoveryError::Tls { .. })
         ));
+        config.address = Uri::from_static("http://consul:8500");
+        assert!(ConsulClient::new(config).is_ok(), "http ignores ca_file");
     }
 
     #[test]

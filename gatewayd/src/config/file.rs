@@ -28,6 +28,7 @@ pub(super) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct ConsulFile {
     pub address: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
     pub datacenter: Option<Spanned<String>>,
     pub consistency: Option<Spanned<String>>,

@@ -779,3 +779,54 @@ fn config_fixtures() {
         assert!(!c.routes.is_empty(), "{}", path.display());
     }
 }
+
+/// `[consul]` addresses and `ca_file`.
+mod consul_tests {
+    use super::{from_str, load};
+
+    const CONSUL: &str = r#"[consul]
+address = "ADDRESS"
+ca_file = "certs/consul-ca.pem"
+
+[services.blue]
+endpoints = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "web"
+backends = [{ name = "blue", weight = 1 }]
+"#;
+
+    #[test]
+    fn https_address_and_ca_file_are_accepted() {
+        let src = CONSUL.replace("ADDRESS", "https://consul.internal:8501");
+        let c = from_str(&src, "test.toml").unwrap();
+        let consul = c.consul.unwrap();
+        assert_eq!(consul.address.scheme_str(), Some("https"));
+        assert_eq!(
+            consul.ca_file.as_deref(),
+            Some(std::path::Path::new("certs/consul-ca.pem"))
+        );
+    }
+
+    #[test]
+    fn other_schemes_are_refused_naming_both_forms() {
+        let src = CONSUL.replace("ADDRESS", "ftp://consul:8500");
+        let e = from_str(&src, "test.toml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "consul.address");
+        assert_eq!(e.0[0].line, 2);
+        assert!(e.0[0].reason.contains("https://host:port"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_is_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatewayd.toml");
+        std::fs::write(&path, CONSUL.replace("ADDRESS", "https://127.0.0.1:8501")).unwrap();
+        let c = load(&path).unwrap();
+        assert_eq!(
+            c.consul.unwrap().ca_file,
+            Some(dir.path().join("certs/consul-ca.pem"))
+        );
+    }
+}

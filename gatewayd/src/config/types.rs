@@ -53,8 +53,11 @@ pub enum ConsulConsistency {
 /// `[consul]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsulSettings {
-    /// Agent address, e.g. `http://127.0.0.1:8500`.
+    /// Agent address, e.g. `http://127.0.0.1:8500` or `https://consul:8501`.
     pub address: http::Uri,
+    /// PEM CA certificate(s) the agent's certificate is verified against (https only; resolved
+    /// against the config file's directory). `None`: the Mozilla roots bundled in the binary.
+    pub ca_file: Option<PathBuf>,
     /// File holding the ACL token (sent as `X-Consul-Token`).
     pub token_file: Option<PathBuf>,
     /// Default datacenter of queries.

@@ -826,20 +826,19 @@ fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
     let f = c.get_ref();
     let address = match &f.address {
         Some(a) => match a.get_ref().parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
-            Ok(u) if u.scheme_str() == Some("https") => {
-                cx.err(
-                    a.span(),
-                    "consul.address",
-                    "https is not supported yet: use a local agent over http",
-                );
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
                 u
             }
             _ => {
                 cx.err(
                     a.span(),
                     "consul.address",
-                    format!("'{}' is not an http://host:port address", a.get_ref()),
+                    format!(
+                        "'{}' is not an http://host:port or https://host:port address",
+                        a.get_ref()
+                    ),
                 );
                 http::Uri::from_static("http://127.0.0.1:8500")
             }
@@ -858,6 +857,7 @@ fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
     );
     ConsulSettings {
         address,
+        ca_file: f.ca_file.as_ref().map(|p| cx.path(p.get_ref())),
         token_file: f.token_file.as_ref().map(|p| cx.path(p.get_ref())),
         datacenter: f.datacenter.as_ref().map(|d| d.get_ref().clone()),
         consistency,

@@ -76,7 +76,7 @@ fn lookup_error(address: &str, e: DiscoveryError) -> anyhow::Error {
         DiscoveryError::Transport { .. } | DiscoveryError::Timeout { .. } => {
             CliError::Unreachable(msg).into()
         }
-        DiscoveryError::InvalidAddress { .. } | DiscoveryError::HttpsNotSupported(_) => {
+        DiscoveryError::InvalidAddress { .. } | DiscoveryError::Tls { .. } => {
             CliError::Usage(msg).into()
         }
         _ => CliError::Failed(msg).into(),
@@ -204,7 +204,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_address_is_a_usage_error() {
-        let err = gateways("https://127.0.0.1:8501", None).await.unwrap_err();
+        // Not an http(s)://host:port address (https itself is supported).
+        let err = gateways("ftp://127.0.0.1:8501", None).await.unwrap_err();
         assert_eq!(
             crate::error::exit_code_of(&err),
             crate::error::EXIT_USAGE,
