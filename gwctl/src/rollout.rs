@@ -8,9 +8,14 @@ use gatewayd::admin::model::{RouteDetail, RouteInfo, UpstreamInfo, WeightChange,
 
 use crate::aggregate::RouteAgg;
 
+mod canary;
 mod guard;
 mod parse;
 
+pub use canary::{
+    canary_baseline, guard_failed, judge, observe, poll_period, rollback_conflict, rollback_failed,
+    rollback_to_start, step_conflict, step_failed, step_update, CanaryAuthor, Judgement,
+};
 pub use guard::{evaluate, Guard, Observed, Verdict};
 pub use parse::{parse_rate, parse_steps, parse_weight_pairs};
 

@@ -15,12 +15,12 @@ use serde::Serialize;
 
 use super::output::print_json;
 use super::whoami;
-use crate::aggregate::window;
 use crate::client::AdminClient;
 use crate::error::{CliError, ClientError};
 use crate::rollout::{
-    evaluate, file_weights_of, format_weights, parse_rate, parse_steps, split_weights, weights_of,
-    Guard, Observed, Verdict, Weights,
+    canary_baseline, file_weights_of, format_weights, guard_failed, judge, observe, parse_rate,
+    parse_steps, poll_period, rollback_conflict, rollback_failed, rollback_to_start, step_conflict,
+    step_failed, step_update, weights_of, CanaryAuthor, Guard, Judgement, Observed, Weights,
 };
 
 /// Arguments of `gwctl canary`.
@@ -118,9 +118,6 @@ pub(crate) struct StepReport {
     pub verdict: Option<String>,
 }
 
-/// A step waits at most this many intervals for enough requests before giving up.
-const MAX_INTERVALS_WAITING: u32 = 3;
-
 /// `gwctl canary`.
 pub async fn canary(clients: &[AdminClient], args: &CanaryArgs, json: bool) -> anyhow::Result<()> {
     if clients.is_empty() {
@@ -180,28 +177,16 @@ async fn drive<I: CanaryIo>(io: &mut I, plan: &Plan, report: &mut Report) -> Res
     let start = weights_of(route);
     let file = file_weights_of(route);
     let usage = |e: crate::rollout::RolloutError| CliError::Usage(e.to_string());
-    // Validates `to` before anything changes.
-    split_weights(&plan.route, &start, &file, &plan.to, plan.steps[0]).map_err(usage)?;
-    let baseline = match &plan.baseline {
-        Some(b) if b == &plan.to => {
-            return Err(CliError::Usage("--baseline must differ from --to".into()))
-        }
-        Some(b) if !start.contains_key(b) => {
-            return Err(CliError::Usage(format!(
-                "route {} has no backend {b:?}",
-                plan.route
-            )))
-        }
-        Some(b) => b.clone(),
-        None => start
-            .iter()
-            .filter(|(k, _)| **k != plan.to)
-            .max_by_key(|(_, w)| **w)
-            .map(|(k, _)| k.clone())
-            .ok_or_else(|| {
-                CliError::Usage("the route needs a second backend as baseline".into())
-            })?,
-    };
+    // Validates `to` and the baseline before anything changes.
+    let baseline = canary_baseline(
+        &plan.route,
+        &start,
+        &file,
+        &plan.to,
+        plan.steps[0],
+        plan.baseline.as_deref(),
+    )
+    .map_err(usage)?;
     report.baseline = baseline.clone();
     report.start_weights = start.clone();
     io.say(format!(
@@ -212,34 +197,32 @@ async fn drive<I: CanaryIo>(io: &mut I, plan: &Plan, report: &mut Report) -> Res
         plan.interval.as_secs(),
         format_weights(&start)
     ));
+    let author = author(plan);
     let mut rev = route.weights.revision;
     let mut last_baseline: Option<Observed> = None;
-    let poll = (plan.interval / 6).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let poll = poll_period(plan.interval);
     let n = plan.steps.len();
     for (i, pct) in plan.steps.iter().copied().enumerate() {
-        let weights = split_weights(&plan.route, &start, &file, &plan.to, pct).map_err(usage)?;
-        let update = WeightsUpdate {
-            weights: weights.clone(),
-            reason: Some(reason(
-                plan,
-                &format!("canary step {}/{n}: {} {pct}%", i + 1, plan.to),
-            )),
-            changed_by: Some(plan.changed_by.clone()),
-            expected_revision: Some(rev),
-        };
+        let update = step_update(
+            &plan.route,
+            &start,
+            &file,
+            &plan.to,
+            &plan.steps,
+            i,
+            rev,
+            &author,
+        )
+        .map_err(usage)?;
+        let weights = update.weights.clone();
         match io.put(&update).await {
             Ok(changed) => rev = changed.change.revision,
             Err(e) if e.is_conflict() => {
                 report.outcome = "stopped".into();
-                return Err(CliError::Conflict(format!(
-                    "the weights of {} changed meanwhile ({}); canary stopped without rolling \
-                     back over that change",
-                    plan.route,
-                    e.short()
-                )));
+                return Err(CliError::Conflict(step_conflict(&plan.route, &e.short())));
             }
             Err(e) => {
-                let why = format!("setting step {} failed: {}", i + 1, e.short());
+                let why = step_failed(i, &e.short());
                 return roll_back(io, plan, report, &start, rev, why).await;
             }
         }
@@ -263,42 +246,37 @@ async fn drive<I: CanaryIo>(io: &mut I, plan: &Plan, report: &mut Report) -> Res
             }
             elapsed += poll;
             let now = io.sample().await;
-            let observe = |backend: &str| {
-                let w = window(&begin, &now, &plan.route, backend);
-                Observed {
-                    backend: backend.to_string(),
-                    requests: w.requests,
-                    error_rate: w.error_rate(),
-                    p99_ms: w.p99_ms(),
-                }
-            };
-            let canary = observe(&plan.to);
-            let base = observe(&baseline);
-            if base.requests >= plan.guard.min_requests {
-                last_baseline = Some(base);
-            }
-            let verdict = evaluate(&plan.guard, &canary, last_baseline.as_ref());
-            let done = elapsed >= plan.interval;
-            match verdict {
-                Verdict::Fail(why) => {
+            let canary = observe(&begin, &now, &plan.route, &plan.to);
+            let base = observe(&begin, &now, &plan.route, &baseline);
+            let judgement = judge(
+                &plan.guard,
+                &canary,
+                base,
+                &mut last_baseline,
+                i,
+                n,
+                elapsed,
+                plan.interval,
+            );
+            match judgement {
+                Judgement::Fail(why) => {
                     set_verdict(report, &why);
-                    let why = format!("step {}/{n} ({}% {}): {why}", i + 1, pct, plan.to);
+                    let why = guard_failed(i, n, pct, &plan.to, &why);
                     return roll_back(io, plan, report, &start, rev, why).await;
                 }
-                Verdict::Pass(summary) if done => {
+                Judgement::Pass(summary) => {
                     io.say(format!("  ok: {summary}"));
                     set_verdict(report, &summary);
                     break;
                 }
-                Verdict::TooFew(why) if elapsed >= plan.interval * MAX_INTERVALS_WAITING => {
-                    let why = format!("step {}/{n}: {why} after {}s", i + 1, elapsed.as_secs());
+                Judgement::GiveUp(why) => {
                     return roll_back(io, plan, report, &start, rev, why).await;
                 }
-                Verdict::TooFew(why) if done && !said_waiting => {
+                Judgement::Waiting(why) if !said_waiting => {
                     io.say(format!("  waiting for traffic: {why}"));
                     said_waiting = true;
                 }
-                _ => {}
+                Judgement::Waiting(_) | Judgement::Watch => {}
             }
         }
     }
@@ -317,10 +295,10 @@ fn set_verdict(report: &mut Report, text: &str) {
     }
 }
 
-fn reason(plan: &Plan, what: &str) -> String {
-    match &plan.reason {
-        Some(r) => format!("{what} ({r})"),
-        None => what.to_string(),
+fn author(plan: &Plan) -> CanaryAuthor {
+    CanaryAuthor {
+        changed_by: plan.changed_by.clone(),
+        reason: plan.reason.clone(),
     }
 }
 
@@ -360,12 +338,7 @@ async fn roll_back<I: CanaryIo>(
     why: String,
 ) -> Result<(), CliError> {
     io.say(format!("FAILED: {why}"));
-    let update = WeightsUpdate {
-        weights: start.clone(),
-        reason: Some(reason(plan, &format!("canary rollback: {why}"))),
-        changed_by: Some(plan.changed_by.clone()),
-        expected_revision: Some(rev),
-    };
+    let update = rollback_to_start(start, &why, rev, &author(plan));
     match io.put(&update).await {
         Ok(changed) => {
             report.outcome = "rolled_back".into();
@@ -381,17 +354,15 @@ async fn roll_back<I: CanaryIo>(
         }
         Err(e) if e.is_conflict() => {
             report.outcome = "stopped".into();
-            Err(CliError::Conflict(format!(
-                "{why}; NOT rolled back: the weights changed meanwhile ({})",
-                e.short()
-            )))
+            Err(CliError::Conflict(rollback_conflict(&why, &e.short())))
         }
         Err(e) => {
             report.outcome = "stopped".into();
-            Err(CliError::Failed(format!(
-                "{why}; ROLLBACK FAILED ({e}); restore with: gwctl weights set {} {}",
-                plan.route,
-                format_weights(start)
+            Err(CliError::Failed(rollback_failed(
+                &why,
+                &e.to_string(),
+                &plan.route,
+                start,
             )))
         }
     }

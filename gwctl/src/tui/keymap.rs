@@ -3,7 +3,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::message::Message;
-use super::model::{Model, Screen};
+use super::model::{AbortChoice, Dialog, Model, Screen};
 
 /// The message for a key press in the model's current mode (`None`: ignored).
 pub fn message_for(key: &KeyEvent, model: &Model) -> Option<Message> {
@@ -21,6 +21,32 @@ pub fn message_for(key: &KeyEvent, model: &Model) -> Option<Message> {
             KeyCode::Up => Some(Message::Up),
             KeyCode::Down => Some(Message::Down),
             KeyCode::Char(c) => Some(Message::FilterInput(c)),
+            _ => None,
+        };
+    }
+    if let Some(Dialog::CanaryStart(_)) = &model.dialog {
+        return match key.code {
+            KeyCode::Enter => Some(Message::Confirm),
+            KeyCode::Esc | KeyCode::Char('q') => Some(Message::Cancel),
+            KeyCode::Up | KeyCode::Char('k') | KeyCode::BackTab => Some(Message::FormField(-1)),
+            KeyCode::Down | KeyCode::Char('j') | KeyCode::Tab => Some(Message::FormField(1)),
+            KeyCode::Left | KeyCode::Char('h') => Some(Message::FormAdjust(-1)),
+            KeyCode::Right | KeyCode::Char('l') | KeyCode::Char(' ') => {
+                Some(Message::FormAdjust(1))
+            }
+            _ => None,
+        };
+    }
+    if let Some(Dialog::CanaryAbort { .. }) = &model.dialog {
+        return match key.code {
+            KeyCode::Char('h') | KeyCode::Char('H') => {
+                Some(Message::CanaryChoice(AbortChoice::Hold))
+            }
+            KeyCode::Char('r') | KeyCode::Char('R') | KeyCode::Enter => {
+                Some(Message::CanaryChoice(AbortChoice::RollBack))
+            }
+            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('c') => Some(Message::Cancel),
+            // q again while asked whether to quit: the question stays; Ctrl-C quits.
             _ => None,
         };
     }
@@ -47,6 +73,15 @@ pub fn message_for(key: &KeyEvent, model: &Model) -> Option<Message> {
         KeyCode::Up | KeyCode::Char('k') => Some(Message::Up),
         KeyCode::Down | KeyCode::Char('j') => Some(Message::Down),
         KeyCode::Enter => Some(Message::Open),
+        // Esc on the progress view of a running canary aborts it (asks first).
+        KeyCode::Esc
+            if model.screen == Screen::RouteDetail
+                && model
+                    .active_canary()
+                    .is_some_and(|c| c.route == model.detail.route) =>
+        {
+            Some(Message::CanaryAbort)
+        }
         KeyCode::Esc => Some(Message::Back),
         KeyCode::Tab => Some(Message::NextScreen),
         KeyCode::Char('1') => Some(Message::Show(Screen::Routes)),
@@ -57,6 +92,8 @@ pub fn message_for(key: &KeyEvent, model: &Model) -> Option<Message> {
         KeyCode::Char('+') | KeyCode::Char('=') => Some(Message::Nudge(1)),
         KeyCode::Char('-') => Some(Message::Nudge(-1)),
         KeyCode::Char('r') => Some(Message::Rollback),
+        KeyCode::Char('c') => Some(Message::CanaryOpen),
+        KeyCode::Char('x') => Some(Message::CanaryAbort),
         _ => None,
     }
 }
@@ -94,6 +131,8 @@ mod tests {
             (KeyCode::Char('q'), "Quit"),
             (KeyCode::Tab, "NextScreen"),
             (KeyCode::Char('2'), "Show(Upstreams)"),
+            (KeyCode::Char('c'), "CanaryOpen"),
+            (KeyCode::Char('x'), "CanaryAbort"),
         ];
         for (code, want) in cases {
             let got = message_for(&key(code), &m).map(|m| format!("{m:?}"));
@@ -150,6 +189,73 @@ mod tests {
             Some(Message::Cancel)
         ));
         assert!(message_for(&key(KeyCode::Char('b')), &m).is_none());
+    }
+
+    fn form() -> super::super::model::CanaryForm {
+        super::super::model::CanaryForm {
+            route: "api".into(),
+            backends: vec!["blue".into(), "green".into()],
+            target: 1,
+            steps: 0,
+            interval: 1,
+            max_error_rate: 2,
+            max_p99_ratio: 2,
+            field: 0,
+        }
+    }
+
+    fn msg(m: &Model, code: KeyCode) -> Option<String> {
+        message_for(&key(code), m).map(|m| format!("{m:?}"))
+    }
+
+    #[test]
+    fn canary_dialog_cycles_presets_enter_starts_esc_cancels() {
+        let mut m = model();
+        m.dialog = Some(Dialog::CanaryStart(form()));
+        let cases = [
+            (KeyCode::Enter, "Confirm"),
+            (KeyCode::Esc, "Cancel"),
+            (KeyCode::Up, "FormField(-1)"),
+            (KeyCode::Down, "FormField(1)"),
+            (KeyCode::Tab, "FormField(1)"),
+            (KeyCode::Left, "FormAdjust(-1)"),
+            (KeyCode::Right, "FormAdjust(1)"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(msg(&m, code).as_deref(), Some(want), "{code:?}");
+        }
+        // `c` and `x` mean nothing inside the dialog.
+        assert!(msg(&m, KeyCode::Char('c')).is_none());
+        assert!(msg(&m, KeyCode::Char('x')).is_none());
+    }
+
+    #[test]
+    fn abort_dialog_asks_hold_or_roll_back() {
+        let mut m = model();
+        m.dialog = Some(Dialog::CanaryAbort { quit: true });
+        let cases = [
+            (KeyCode::Char('h'), "CanaryChoice(Hold)"),
+            (KeyCode::Char('r'), "CanaryChoice(RollBack)"),
+            (KeyCode::Enter, "CanaryChoice(RollBack)"),
+            (KeyCode::Esc, "Cancel"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(msg(&m, code).as_deref(), Some(want), "{code:?}");
+        }
+        assert!(msg(&m, KeyCode::Char('q')).is_none());
+        let k = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert!(matches!(message_for(&k, &m), Some(Message::Quit)));
+    }
+
+    #[test]
+    fn esc_on_the_progress_view_aborts_the_canary() {
+        let mut m = super::super::testing::detail();
+        assert_eq!(msg(&m, KeyCode::Esc).as_deref(), Some("Back"));
+        m.canary = Some(super::super::testing::canary_run());
+        assert_eq!(msg(&m, KeyCode::Esc).as_deref(), Some("CanaryAbort"));
+        m.screen = Screen::Routes;
+        assert_eq!(msg(&m, KeyCode::Esc).as_deref(), Some("Back"));
+        assert_eq!(msg(&m, KeyCode::Char('x')).as_deref(), Some("CanaryAbort"));
     }
 
     #[test]

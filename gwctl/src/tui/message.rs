@@ -5,7 +5,7 @@ use gatewayd::admin::model::{
     Event, FlipRequest, RouteDetail, RouteInfo, Stats, UpstreamInfo, WeightsChanged, WeightsUpdate,
 };
 
-use super::model::Screen;
+use super::model::{AbortChoice, Screen};
 use crate::error::ClientError;
 
 /// Everything that can change the model.
@@ -46,6 +46,16 @@ pub enum Message {
     Nudge(i32),
     /// Roll the selected route back to its previous weights (asks first).
     Rollback,
+    /// Open the guarded canary dialog for the selected route.
+    CanaryOpen,
+    /// Move the cursor of the canary dialog by a field (sign of the value).
+    FormField(i32),
+    /// Cycle the chosen field's preset (sign of the value).
+    FormAdjust(i32),
+    /// Abort the running canary (asks hold / roll back).
+    CanaryAbort,
+    /// The answer to the abort dialog.
+    CanaryChoice(AbortChoice),
     /// Yes in a dialog.
     Confirm,
     /// No in a dialog.
@@ -72,6 +82,20 @@ pub enum Message {
     WriteDone {
         /// What came back.
         result: Result<Box<WeightsChanged>, ClientError>,
+    },
+    /// A canary's weight write finished.
+    CanaryWrote {
+        /// Canary generation it belongs to.
+        generation: u64,
+        /// What came back.
+        result: Result<Box<WeightsChanged>, ClientError>,
+    },
+    /// A canary's stats sample arrived: one entry per gateway (`None`: did not answer).
+    CanarySampled {
+        /// Canary generation it belongs to.
+        generation: u64,
+        /// `GET /v1/stats` of every gateway.
+        samples: Vec<Option<Stats>>,
     },
     /// An event arrived from a gateway's `/v1/events`.
     Event {
@@ -129,6 +153,25 @@ pub enum Command {
         route: String,
         /// Body.
         update: WeightsUpdate,
+    },
+    /// A canary's `PUT /v1/routes/{route}/weights`; answers with `Message::CanaryWrote`.
+    CanaryPut {
+        /// Gateway index.
+        gateway: usize,
+        /// Route name.
+        route: String,
+        /// Body (conditional on the canary's last revision).
+        update: WeightsUpdate,
+        /// Canary generation.
+        generation: u64,
+    },
+    /// Wait `delay_secs`, then fetch `GET /v1/stats` of every gateway; answers with
+    /// `Message::CanarySampled`.
+    CanarySample {
+        /// Seconds to wait first (the poll period; 0 for a step's first sample).
+        delay_secs: u64,
+        /// Canary generation.
+        generation: u64,
     },
     /// `POST /v1/routes/{route}/flip`.
     Flip {

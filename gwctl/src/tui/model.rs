@@ -7,7 +7,7 @@ use gatewayd::admin::model::{Event, RouteDetail, RouteInfo, Stats, UpstreamInfo,
 use ratatui::widgets::TableState;
 
 use crate::aggregate::{merge_stats, merge_upstreams, RouteAgg};
-use crate::rollout::FlipPreview;
+use crate::rollout::{FlipPreview, Guard, Observed, Weights};
 
 /// Keep at most this many events.
 pub const MAX_EVENTS: usize = 500;
@@ -119,6 +119,203 @@ pub enum Dialog {
         /// Weights now.
         from: crate::rollout::Weights,
     },
+    /// Start a guarded canary.
+    CanaryStart(CanaryForm),
+    /// Abort the running canary: hold or roll back (Esc keeps it running).
+    CanaryAbort {
+        /// Quit once decided.
+        quit: bool,
+    },
+}
+
+/// Step presets of the canary dialog (the first is the default).
+pub const CANARY_STEPS: [&[u32]; 5] = [
+    &[10, 25, 50, 100],
+    &[5, 25, 50, 100],
+    &[1, 5, 25, 50, 100],
+    &[25, 50, 100],
+    &[50, 100],
+];
+/// Interval presets of the canary dialog, in seconds.
+pub const CANARY_INTERVALS: [u64; 5] = [10, 30, 60, 120, 300];
+/// Default interval: 30 s.
+pub const CANARY_INTERVAL_DEFAULT: usize = 1;
+/// Max error rate presets of the canary dialog (fractions).
+pub const CANARY_ERROR_RATES: [f64; 5] = [0.001, 0.005, 0.01, 0.02, 0.05];
+/// Default max error rate: 1%.
+pub const CANARY_ERROR_RATE_DEFAULT: usize = 2;
+/// Max p99 ratio presets of the canary dialog.
+pub const CANARY_P99_RATIOS: [f64; 5] = [1.1, 1.25, 1.5, 2.0, 3.0];
+/// Default max p99 ratio: 1.5.
+pub const CANARY_P99_RATIO_DEFAULT: usize = 2;
+/// Fewest requests each side needs in a window (as `gwctl canary`'s default).
+pub const CANARY_MIN_REQUESTS: u64 = 20;
+/// Fields of the canary dialog, in order.
+pub const CANARY_FIELDS: usize = 5;
+
+/// The start dialog of a guarded canary: each field is an index into its presets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryForm {
+    /// Route name.
+    pub route: String,
+    /// The route's backends (the target cycles through them).
+    pub backends: Vec<String>,
+    /// Index into `backends`.
+    pub target: usize,
+    /// Index into [`CANARY_STEPS`].
+    pub steps: usize,
+    /// Index into [`CANARY_INTERVALS`].
+    pub interval: usize,
+    /// Index into [`CANARY_ERROR_RATES`].
+    pub max_error_rate: usize,
+    /// Index into [`CANARY_P99_RATIOS`].
+    pub max_p99_ratio: usize,
+    /// Field with the cursor (0 target … 4 p99 ratio).
+    pub field: usize,
+}
+
+impl CanaryForm {
+    /// The target backend.
+    pub fn to(&self) -> &str {
+        self.backends.get(self.target).map_or("", String::as_str)
+    }
+
+    /// The guard thresholds chosen.
+    pub fn guard(&self) -> Guard {
+        Guard {
+            max_error_rate: CANARY_ERROR_RATES[self.max_error_rate],
+            max_p99_ratio: CANARY_P99_RATIOS[self.max_p99_ratio],
+            min_requests: CANARY_MIN_REQUESTS,
+        }
+    }
+
+    /// Moves field `field`'s choice by `delta`, wrapping around.
+    pub fn adjust(&mut self, delta: i32) {
+        let (value, len) = match self.field {
+            0 => (&mut self.target, self.backends.len()),
+            1 => (&mut self.steps, CANARY_STEPS.len()),
+            2 => (&mut self.interval, CANARY_INTERVALS.len()),
+            3 => (&mut self.max_error_rate, CANARY_ERROR_RATES.len()),
+            _ => (&mut self.max_p99_ratio, CANARY_P99_RATIOS.len()),
+        };
+        if len > 0 {
+            *value = wrap(*value, delta, len);
+        }
+    }
+}
+
+/// `value + delta` modulo `len` (`len` > 0).
+pub fn wrap(value: usize, delta: i32, len: usize) -> usize {
+    let len = len as i64;
+    (((value as i64 + i64::from(delta)) % len + len) % len) as usize
+}
+
+/// Where a console canary is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CanaryPhase {
+    /// The weights of the current step are being written.
+    Setting,
+    /// Watching the current step: a sample is on its way.
+    Watching,
+    /// The starting weights are being written back, because of `why`.
+    RollingBack {
+        /// Why it rolls back.
+        why: String,
+    },
+    /// Every step passed.
+    Completed,
+    /// Rolled back to the starting weights, because of `why`.
+    RolledBack {
+        /// Why.
+        why: String,
+    },
+    /// Stopped by the user at the current weights.
+    Held,
+    /// Stopped without rolling back (conflict or failed rollback), with why.
+    Stopped {
+        /// Why.
+        why: String,
+    },
+}
+
+/// What the user chose when aborting a canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortChoice {
+    /// Stop at the current weights.
+    Hold,
+    /// Put the starting weights back.
+    RollBack,
+}
+
+/// A guarded canary run from the console (at most one at a time).
+#[derive(Debug, Clone)]
+pub struct CanaryRun {
+    /// Tag of the run's worker results; bumped when it stops, so late results are dropped.
+    pub generation: u64,
+    /// Route name.
+    pub route: String,
+    /// Backend traffic moves to.
+    pub to: String,
+    /// Backend the canary is compared with.
+    pub baseline: String,
+    /// Canary percentages.
+    pub steps: Vec<u32>,
+    /// Watch time of each step, in seconds.
+    pub interval: u64,
+    /// Thresholds.
+    pub guard: Guard,
+    /// Weights before the first step (what a rollback puts back).
+    pub start: Weights,
+    /// File weights at the start (split fallback).
+    pub file: Weights,
+    /// Revision of the last write (the next write is conditional on it).
+    pub revision: u64,
+    /// Index of the current step.
+    pub step: usize,
+    /// Where it is.
+    pub phase: CanaryPhase,
+    /// Sample at the start of the current step (`None` until it arrives).
+    pub begin: Option<Vec<Option<Stats>>>,
+    /// Seconds of polls watched in the current step.
+    pub elapsed: u64,
+    /// Unix second the current step's window began (for the countdown).
+    pub window_started: u64,
+    /// The canary's window so far in the current step.
+    pub canary_seen: Option<Observed>,
+    /// The baseline's window so far in the current step.
+    pub baseline_seen: Option<Observed>,
+    /// The baseline's latest window with enough requests (across steps).
+    pub last_baseline: Option<Observed>,
+    /// Latest verdict or waiting note, one line.
+    pub note: Option<String>,
+    /// An abort chosen while a write was in flight, applied when it lands.
+    pub pending_abort: Option<AbortChoice>,
+    /// Quit once the run has stopped.
+    pub quit_after: bool,
+}
+
+impl CanaryRun {
+    /// Still changing weights (not completed, rolled back, held or stopped).
+    pub fn active(&self) -> bool {
+        matches!(
+            self.phase,
+            CanaryPhase::Setting | CanaryPhase::Watching | CanaryPhase::RollingBack { .. }
+        )
+    }
+
+    /// Percent of the current step.
+    pub fn percent(&self) -> u32 {
+        self.steps.get(self.step).copied().unwrap_or(100)
+    }
+
+    /// Seconds left in the current step's interval at `now` (0 when over).
+    pub fn left(&self, now: u64) -> u64 {
+        if self.begin.is_none() {
+            return self.interval;
+        }
+        let watched = self.elapsed.max(now.saturating_sub(self.window_started));
+        self.interval.saturating_sub(watched)
+    }
 }
 
 /// A transient message in the status bar.
@@ -171,6 +368,10 @@ pub struct Model {
     pub quit: bool,
     /// `changed_by` of the changes made from the console.
     pub who: String,
+    /// The console's guarded canary (running or finished, until the next one starts).
+    pub canary: Option<CanaryRun>,
+    /// Generation of the last canary started.
+    pub canary_generation: u64,
 }
 
 // === impl Model ===
@@ -217,6 +418,8 @@ impl Model {
             writing: false,
             quit: false,
             who: "gwctl".into(),
+            canary: None,
+            canary_generation: 0,
         }
     }
 
@@ -275,6 +478,11 @@ impl Model {
             .filter_map(|g| g.last_ok)
             .max()
             .map(|t| self.now.saturating_sub(t))
+    }
+
+    /// The canary when it is still changing weights.
+    pub fn active_canary(&self) -> Option<&CanaryRun> {
+        self.canary.as_ref().filter(|c| c.active())
     }
 
     /// Index of the gateway writes go to: the first whose last refresh succeeded, else 0.

@@ -71,3 +71,73 @@ pub fn detail() -> Model {
     );
     m
 }
+
+/// What the gateway answers to a canary write of `weights`: the change at `revision`.
+pub fn changed(
+    revision: u64,
+    weights: &crate::rollout::Weights,
+) -> Box<gatewayd::admin::model::WeightsChanged> {
+    let mut route = test_fixtures::routes().remove(0);
+    route.weights.revision = revision;
+    Box::new(gatewayd::admin::model::WeightsChanged {
+        route,
+        change: gatewayd::admin::model::WeightChange {
+            revision,
+            previous: Default::default(),
+            weights: weights.clone(),
+            changed_by: "tester@host".into(),
+            changed_at: "2025-03-14T09:25:00Z".into(),
+            reason: "canary".into(),
+        },
+    })
+}
+
+/// One gateway's stats of `api` with cumulative (requests, 5xx, latency µs) of blue and green.
+pub fn canary_sample(
+    blue: (u64, u64, u64),
+    green: (u64, u64, u64),
+) -> Vec<Option<gatewayd::admin::model::Stats>> {
+    let lat = |(n, _, us): (u64, u64, u64)| vec![us; n as usize];
+    vec![Some(test_fixtures::stats_with(
+        "api",
+        &[
+            ("blue", blue.0, blue.1, &lat(blue)),
+            ("green", green.0, green.1, &lat(green)),
+        ],
+    ))]
+}
+
+/// `detail()` with a default canary of `api` (green, 10/25/50/100, 30 s) started: the first
+/// step written at revision 8 and its window opened. Returns the model.
+pub fn canary_watching() -> Model {
+    let mut m = detail();
+    update(&mut m, Message::CanaryOpen);
+    let Some(super::message::Command::CanaryPut {
+        update: first,
+        generation,
+        ..
+    }) = update(&mut m, Message::Confirm)
+    else {
+        panic!("no first step");
+    };
+    update(
+        &mut m,
+        Message::CanaryWrote {
+            generation,
+            result: Ok(changed(8, &first.weights)),
+        },
+    );
+    update(
+        &mut m,
+        Message::CanarySampled {
+            generation,
+            samples: canary_sample((1000, 0, 10_000), (100, 0, 11_000)),
+        },
+    );
+    m
+}
+
+/// The run of [`canary_watching`].
+pub fn canary_run() -> super::model::CanaryRun {
+    canary_watching().canary.unwrap()
+}

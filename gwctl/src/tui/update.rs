@@ -4,7 +4,8 @@ use gatewayd::admin::model::{FlipRequest, WeightsUpdate};
 
 use super::message::{Command, GatewayAnswer, Message};
 use super::model::{
-    clamp, upstream_row_count, Dialog, EventRow, LoadState, Model, Notice, Screen, MAX_EVENTS,
+    clamp, upstream_row_count, wrap, AbortChoice, Dialog, EventRow, LoadState, Model, Notice,
+    Screen, CANARY_FIELDS, MAX_EVENTS,
 };
 use crate::rollout::{
     canary_backend, flip_preview, format_weights, nudge, rollback_update, shares, weights_of,
@@ -73,15 +74,40 @@ pub fn update(model: &mut Model, msg: Message) -> Option<Command> {
         Message::Flip => flip(model),
         Message::Nudge(sign) => nudge_canary(model, sign),
         Message::Rollback => rollback(model),
+        Message::CanaryOpen => canary::open(model),
+        Message::FormField(delta) => {
+            if let Some(Dialog::CanaryStart(form)) = model.dialog.as_mut() {
+                form.field = wrap(form.field, delta, CANARY_FIELDS);
+            }
+            None
+        }
+        Message::FormAdjust(delta) => {
+            if let Some(Dialog::CanaryStart(form)) = model.dialog.as_mut() {
+                form.adjust(delta);
+            }
+            None
+        }
+        Message::CanaryAbort => canary::abort(model, false),
+        Message::CanaryChoice(choice) => canary::choose(model, choice),
         Message::Confirm => confirm(model),
         Message::Cancel => {
             model.dialog = None;
             None
         }
         Message::Quit => {
+            // A second quit while the quit question is open quits (Ctrl-C twice).
+            let asking = matches!(model.dialog, Some(Dialog::CanaryAbort { quit: true }));
+            if model.active_canary().is_some() && !asking {
+                return canary::abort(model, true);
+            }
             model.quit = true;
             None
         }
+        Message::CanaryWrote { generation, result } => canary::wrote(model, generation, result),
+        Message::CanarySampled {
+            generation,
+            samples,
+        } => canary::sampled(model, generation, samples),
         Message::Refreshed {
             gateway,
             generation,
@@ -275,6 +301,9 @@ fn open(model: &mut Model) -> Option<Command> {
 }
 
 fn flip(model: &mut Model) -> Option<Command> {
+    if canary_owns_selected(model) {
+        return None;
+    }
     if model.writing {
         notice(model, "a change is already in flight".into(), true);
         return None;
@@ -296,6 +325,9 @@ fn flip(model: &mut Model) -> Option<Command> {
 }
 
 fn nudge_canary(model: &mut Model, sign: i32) -> Option<Command> {
+    if canary_owns_selected(model) {
+        return None;
+    }
     if model.writing {
         notice(model, "a change is already in flight".into(), true);
         return None;
@@ -349,6 +381,9 @@ fn nudge_canary(model: &mut Model, sign: i32) -> Option<Command> {
 }
 
 fn rollback(model: &mut Model) -> Option<Command> {
+    if canary_owns_selected(model) {
+        return None;
+    }
     let Some(row) = model.selected_route() else {
         notice(model, "no route selected".into(), true);
         return None;
@@ -381,7 +416,29 @@ fn rollback(model: &mut Model) -> Option<Command> {
     None
 }
 
+/// Refuses manual weight changes to the route a canary is moving (`true`: refused).
+fn canary_owns_selected(model: &mut Model) -> bool {
+    let Some(run) = model.active_canary() else {
+        return false;
+    };
+    let route = run.route.clone();
+    if model.selected_route().is_some_and(|r| r.info.name == route) {
+        let text = format!("a canary is moving {route}: x aborts it first");
+        notice(model, text, true);
+        return true;
+    }
+    false
+}
+
 fn confirm(model: &mut Model) -> Option<Command> {
+    match model.dialog.take()? {
+        Dialog::CanaryStart(form) => return canary::start(model, form),
+        d @ Dialog::CanaryAbort { .. } => {
+            model.dialog = Some(d);
+            return canary::choose(model, AbortChoice::RollBack);
+        }
+        d => model.dialog = Some(d),
+    }
     let dialog = model.dialog.take()?;
     model.writing = true;
     let gateway = model.writer();
@@ -406,12 +463,18 @@ fn confirm(model: &mut Model) -> Option<Command> {
                 update,
             })
         }
+        Dialog::CanaryStart(_) | Dialog::CanaryAbort { .. } => {
+            model.writing = false;
+            None
+        }
     }
 }
 
 fn notice(model: &mut Model, text: String, error: bool) {
     model.notice = Some(Notice { text, error });
 }
+
+mod canary;
 
 #[cfg(test)]
 mod tests;

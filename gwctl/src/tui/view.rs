@@ -8,6 +8,7 @@ use ratatui::Frame;
 use super::model::{LoadState, Model, Screen};
 use super::theme;
 
+mod canary;
 mod dialog;
 mod events;
 mod help;
@@ -33,7 +34,7 @@ pub fn view(model: &Model, frame: &mut Frame<'_>) {
     }
     status_bar::render(model, frame, status);
     if let Some(d) = &model.dialog {
-        dialog::render(d, frame);
+        dialog::render(model, d, frame);
     }
     if model.help {
         help::render(frame);

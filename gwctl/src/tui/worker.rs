@@ -99,6 +99,33 @@ async fn execute(clients: &[AdminClient], cmd: Command) -> Option<Message> {
             let result = c.put_weights(&route, &update).await.map(Box::new);
             Some(Message::WriteDone { result })
         }
+        Command::CanaryPut {
+            gateway,
+            route,
+            update,
+            generation,
+        } => {
+            let c = clients.get(gateway)?;
+            let result = c.put_weights(&route, &update).await.map(Box::new);
+            Some(Message::CanaryWrote { generation, result })
+        }
+        Command::CanarySample {
+            delay_secs,
+            generation,
+        } => {
+            if delay_secs > 0 {
+                tokio::time::sleep(Duration::from_secs(delay_secs)).await;
+            }
+            let samples = crate::cli::gather(clients, |c| c.stats(false))
+                .await
+                .into_iter()
+                .map(Result::ok)
+                .collect();
+            Some(Message::CanarySampled {
+                generation,
+                samples,
+            })
+        }
         Command::Flip {
             gateway,
             route,

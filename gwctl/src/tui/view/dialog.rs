@@ -5,15 +5,19 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::super::model::Dialog;
+use super::super::model::{Dialog, Model};
 use super::super::theme;
 use super::centered;
 use crate::format;
 use crate::rollout::{format_weights, shares, FlipPreview};
 
 /// Draws the dialog over the screen.
-pub fn render(dialog: &Dialog, frame: &mut Frame<'_>) {
+pub fn render(model: &Model, dialog: &Dialog, frame: &mut Frame<'_>) {
     let (title, lines) = match dialog {
+        Dialog::CanaryStart(form) => (" guarded canary ", super::canary::form_lines(form)),
+        Dialog::CanaryAbort { quit } => {
+            (" abort canary ", super::canary::abort_lines(model, *quit))
+        }
         Dialog::Flip { preview, revision } => (" flip ", flip_lines(preview, *revision)),
         Dialog::Rollback {
             route,

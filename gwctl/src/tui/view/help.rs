@@ -7,7 +7,7 @@ use ratatui::Frame;
 use super::super::theme;
 use super::centered;
 
-const KEYS: [(&str, &str); 16] = [
+const KEYS: [(&str, &str); 19] = [
     ("↑ ↓  j k", "move"),
     ("Enter", "open the route"),
     ("Esc", "back / clear the filter"),
@@ -16,6 +16,8 @@ const KEYS: [(&str, &str); 16] = [
     ("b", "flip blue/green (asks first)"),
     ("+  -", "move the canary by a step"),
     ("r", "roll back to the previous weights"),
+    ("c", "guarded canary (dialog; Enter starts)"),
+    ("x", "abort the canary: hold or roll back"),
     ("?", "this help"),
     ("q  Ctrl-C", "quit"),
     ("", ""),
@@ -23,6 +25,7 @@ const KEYS: [(&str, &str); 16] = [
     ("K", "weights from Consul KV"),
     ("S", "weights from the state file"),
     ("C", "a canary is running"),
+    ("▶", "the console's canary is moving it"),
     ("STALE", "data older than 3 s or discovery stale"),
 ];
 

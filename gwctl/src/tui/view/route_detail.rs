@@ -45,6 +45,25 @@ pub fn render(model: &Model, frame: &mut Frame<'_>, area: Rect) {
     .areas(inner);
     frame.render_widget(info_line(model, row), info);
     backends_table(row, tall, frame, table);
+    let run = model.canary.as_ref().filter(|c| &c.route == name);
+    let charts = match run {
+        Some(run) => {
+            let h = if tall {
+                super::canary::PANEL_HEIGHT + 1
+            } else {
+                super::canary::PANEL_HEIGHT
+            };
+            let [panel, rest] =
+                Layout::vertical([Constraint::Length(h), Constraint::Fill(1)]).areas(charts);
+            super::canary::render_panel(model, run, frame, panel);
+            if rest.height < 3 {
+                history_table(model, frame, history);
+                return;
+            }
+            rest
+        }
+        None => charts,
+    };
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(charts);
     let total = row.agg.as_ref().map(RouteAgg::total);

@@ -27,6 +27,14 @@ pub fn render(model: &Model, frame: &mut Frame<'_>, area: Rect) {
             theme::KEY,
         ));
     }
+    if let Some(run) = &model.canary {
+        let style = if run.active() {
+            theme::MARKER
+        } else {
+            theme::MUTED
+        };
+        title.push(Span::styled(super::canary::summary(model, run), style));
+    }
     let block = Block::bordered().title(Line::from(title));
     let has = !model.rows.is_empty();
     if placeholder(
@@ -85,7 +93,7 @@ pub fn render(model: &Model, frame: &mut Frame<'_>, area: Rect) {
                 .style(theme::error_rate(err)),
                 Cell::from(format::ms(lat.map(|l| l.p50))),
                 Cell::from(format::ms(lat.map(|l| l.p99))),
-                Cell::from(markers(r)).style(theme::MARKER),
+                Cell::from(canary_marker(model, r) + &markers(r)).style(theme::MARKER),
                 match stale_for(r) {
                     Some(s) => Cell::from(format::age(s)).style(theme::STALE),
                     None => Cell::from(""),
@@ -133,6 +141,14 @@ pub fn markers(r: &RouteRow) -> String {
         m.push('C');
     }
     m
+}
+
+/// `▶` on the route the console's canary is moving.
+fn canary_marker(model: &Model, r: &RouteRow) -> String {
+    match model.active_canary() {
+        Some(c) if c.route == r.info.name => "▶".into(),
+        _ => String::new(),
+    }
 }
 
 /// The weight split as a bar (one glyph and colour per backend) and the percentages.

@@ -4,7 +4,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::Frame;
 
-use super::super::model::{LoadState, Model, Screen, STALE_AFTER_SECS};
+use super::super::model::{Dialog, LoadState, Model, Screen, STALE_AFTER_SECS};
 use super::super::theme;
 use crate::format;
 
@@ -73,16 +73,52 @@ fn gateways_line(model: &Model) -> Line<'static> {
 fn keys_line(model: &Model) -> Line<'static> {
     let keys: &[(&str, &str)] = if model.filtering {
         &[("type", "filter"), ("Enter", "keep"), ("Esc", "clear")]
+    } else if let Some(Dialog::CanaryStart(_)) = &model.dialog {
+        &[
+            ("↑↓", "field"),
+            ("←→", "change"),
+            ("Enter", "start"),
+            ("Esc", "cancel"),
+        ]
+    } else if let Some(Dialog::CanaryAbort { .. }) = &model.dialog {
+        &[("h", "hold"), ("r", "roll back"), ("Esc", "keep running")]
     } else if model.dialog.is_some() {
         &[("y", "confirm"), ("n/Esc", "cancel")]
     } else {
+        let running = model.active_canary();
+        let on_detail = running.is_some_and(|c| c.route == model.detail.route);
         match model.screen {
-            Screen::Routes => &[
-                ("jk", "move"),
+            Screen::Routes if running.is_some() => &[
                 ("⏎", "open"),
                 ("/", "filter"),
                 ("b", "flip"),
-                ("+-", "canary"),
+                ("+-", "nudge"),
+                ("x", "abort canary"),
+                ("r", "rollback"),
+                ("?", "help"),
+                ("q", "quit"),
+            ],
+            Screen::Routes => &[
+                ("⏎", "open"),
+                ("/", "filter"),
+                ("b", "flip"),
+                ("+-", "nudge"),
+                ("c", "canary"),
+                ("r", "rollback"),
+                ("?", "help"),
+                ("q", "quit"),
+            ],
+            Screen::RouteDetail if on_detail => &[
+                ("x/Esc", "abort canary"),
+                ("Tab", "next"),
+                ("?", "help"),
+                ("q", "quit"),
+            ],
+            Screen::RouteDetail if running.is_some() => &[
+                ("Esc", "back"),
+                ("b", "flip"),
+                ("+-", "nudge"),
+                ("x", "abort canary"),
                 ("r", "rollback"),
                 ("?", "help"),
                 ("q", "quit"),
@@ -90,7 +126,8 @@ fn keys_line(model: &Model) -> Line<'static> {
             Screen::RouteDetail => &[
                 ("Esc", "back"),
                 ("b", "flip"),
-                ("+-", "canary"),
+                ("+-", "nudge"),
+                ("c", "canary"),
                 ("r", "rollback"),
                 ("?", "help"),
                 ("q", "quit"),

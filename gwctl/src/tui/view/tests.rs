@@ -285,3 +285,61 @@ fn tiny_terminals_do_not_panic() {
     }
     assert_eq!(loaded().routes_state(), LoadState::Loaded);
 }
+
+fn canary_rolled_back() -> Model {
+    use super::super::testing::{canary_sample, canary_watching, changed};
+    let mut m = canary_watching();
+    let generation = m.canary.as_ref().unwrap().generation;
+    update(
+        &mut m,
+        Message::CanarySampled {
+            generation,
+            samples: canary_sample((3000, 0, 10_000), (300, 10, 11_000)),
+        },
+    );
+    let start = m.canary.as_ref().unwrap().start.clone();
+    update(
+        &mut m,
+        Message::CanaryWrote {
+            generation,
+            result: Ok(changed(9, &start)),
+        },
+    );
+    m
+}
+
+#[test]
+fn canary_start_dialog() {
+    let mut m = detail();
+    update(&mut m, Message::CanaryOpen);
+    update(&mut m, Message::FormField(1));
+    snap("canary_dialog", &m);
+}
+
+#[test]
+fn canary_progress() {
+    use super::super::testing::{canary_sample, canary_watching};
+    let mut m = canary_watching();
+    let generation = m.canary.as_ref().unwrap().generation;
+    feed(&mut m, NOW + 7, vec![answer()]);
+    update(
+        &mut m,
+        Message::CanarySampled {
+            generation,
+            samples: canary_sample((2000, 0, 10_000), (200, 0, 11_000)),
+        },
+    );
+    snap("canary_progress", &m);
+    m.screen = Screen::Routes;
+    snap("canary_routes", &m);
+    update(&mut m, Message::CanaryAbort);
+    snap("canary_abort", &m);
+}
+
+#[test]
+fn canary_rolled_back_view() {
+    let m = canary_rolled_back();
+    snap("canary_rolled_back", &m);
+    let t = draw(&m, 160, 48);
+    assert_styled(t.backend().buffer(), "ROLLED BACK", theme::ERROR);
+}
