@@ -274,16 +274,7 @@ impl Control {
             reason,
         )?;
         self.rebuild(&st);
-        tracing::info!(route, revision = change.revision, weights = ?change.weights, by = %change.changed_by, "weights changed");
-        self.events.emit(
-            "weights_changed",
-            Some(route.to_string()),
-            None,
-            format!(
-                "{route}: {:?} → {:?} by {} ({})",
-                change.previous, change.weights, change.changed_by, change.reason
-            ),
-        );
+        self.announce_change(route, &change, "state file");
         Ok(Some(change))
     }
 
@@ -319,19 +310,25 @@ impl Control {
         }
         self.rebuild(&st);
         for route in changed {
-            let last = st
+            match st
                 .weights
                 .route(&route)
-                .and_then(|w| w.history.back().cloned());
-            let msg = match &last {
-                Some(c) => format!(
-                    "{route}: {:?} → {:?} by {} ({}) [consul]",
-                    c.previous, c.weights, c.changed_by, c.reason
-                ),
-                None => format!("{route}: back to the file's weights [consul]"),
-            };
-            tracing::info!(route, "weights applied from Consul KV");
-            self.events.emit("weights_changed", Some(route), None, msg);
+                .and_then(|w| w.history.back().cloned())
+            {
+                Some(c) => self.announce_change(&route, &c, "consul"),
+                None => {
+                    tracing::info!(
+                        route,
+                        "weights key deleted in Consul: back to the file's weights"
+                    );
+                    self.events.emit(
+                        "weights_changed",
+                        Some(route.clone()),
+                        None,
+                        format!("{route}: back to the file's weights (key deleted in Consul)"),
+                    );
+                }
+            }
         }
     }
 
@@ -359,7 +356,12 @@ impl Control {
             return;
         }
         self.rebuild(&st);
-        tracing::info!(route, revision = change.revision, weights = ?change.weights, by = %change.changed_by, "weights changed in Consul KV");
+        self.announce_change(route, change, "consul");
+    }
+
+    /// Logs a weight change and publishes it as a `weights_changed` event.
+    fn announce_change(&self, route: &str, change: &WeightChange, store: &str) {
+        tracing::info!(route, revision = change.revision, weights = ?change.weights, by = %change.changed_by, store, "weights changed");
         self.events.emit(
             "weights_changed",
             Some(route.to_string()),

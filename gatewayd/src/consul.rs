@@ -219,18 +219,8 @@ impl ConsulLink {
             let opts = services.iter().map(|(_, s)| watch_options(s)).collect();
             let rxs =
                 discovery::watch::FleetWatcher::new(link.client.clone(), opts).spawn(token.clone());
-            for ((name, _), mut rx) in services.into_iter().zip(rxs) {
-                let (link, token) = (link.clone(), token.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = token.cancelled() => return,
-                            changed = rx.changed() => if changed.is_err() { return },
-                        }
-                        let st = rx.borrow_and_update().clone();
-                        link.on_service_state(&name, st);
-                    }
-                });
+            for ((name, _), rx) in services.into_iter().zip(rxs) {
+                tokio::spawn(link.clone().forward(name, rx, token.clone()));
             }
         });
     }
@@ -239,16 +229,27 @@ impl ConsulLink {
         let opts = watch_options(&svc);
         let link = self.clone();
         self.rt.spawn(async move {
-            let mut rx = ServiceWatcher::new(link.client.clone(), opts).spawn(token.clone());
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    changed = rx.changed() => if changed.is_err() { return },
-                }
-                let st = rx.borrow_and_update().clone();
-                link.on_service_state(&name, st);
-            }
+            let rx = ServiceWatcher::new(link.client.clone(), opts).spawn(token.clone());
+            link.forward(name, rx, token).await;
         });
+    }
+
+    /// Applies every state a watcher publishes for service `name` until `token` fires or the
+    /// watcher ends.
+    async fn forward(
+        self: Arc<Self>,
+        name: String,
+        mut rx: tokio::sync::watch::Receiver<ServiceState>,
+        token: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let st = rx.borrow_and_update().clone();
+            self.on_service_state(&name, st);
+        }
     }
 
     /// Applies a watcher's state. Until a watcher's first successful read, the current set

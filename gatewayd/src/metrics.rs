@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use histogram::{encode_histogram, new_histogram, percentiles, Percentiles};
+pub use histogram::{encode_histogram, new_histogram, percentiles};
 pub use prometheus::{render as render_prometheus, ServiceGauge};
 pub use shard::{class_index, Shard, CLASSES};
 

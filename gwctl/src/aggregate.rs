@@ -96,20 +96,9 @@ pub fn decode_histogram(b64: &str) -> Result<Histogram<u64>, HistogramError> {
     Ok(h)
 }
 
-/// Percentiles in ms of a µs histogram (all 0 when empty).
+/// Percentiles in ms of a µs histogram (all 0 when empty): the gateway's own computation.
 pub fn latency_of(h: &Histogram<u64>) -> LatencyMs {
-    if h.is_empty() {
-        return LatencyMs::default();
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    LatencyMs {
-        p50: ms(h.value_at_quantile(0.5)),
-        p90: ms(h.value_at_quantile(0.9)),
-        p99: ms(h.value_at_quantile(0.99)),
-        p999: ms(h.value_at_quantile(0.999)),
-        max: ms(h.max()),
-        mean: h.mean() / 1000.0,
-    }
+    gatewayd::metrics::percentiles(h)
 }
 
 /// Merges the stats of several gateways route by route, backend by backend. Routes and backends

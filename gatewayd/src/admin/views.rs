@@ -151,7 +151,6 @@ pub fn upstream_info(svc: &ServiceRuntime) -> UpstreamInfo {
 /// Stats of one (route, backend).
 pub fn backend_stats(m: &BackendMetrics, with_history: bool) -> BackendStats {
     let t = m.totals();
-    let p = percentiles(&t.latency);
     let requests = t.requests();
     BackendStats {
         backend: m.backend.clone(),
@@ -168,14 +167,7 @@ pub fn backend_stats(m: &BackendMetrics, with_history: bool) -> BackendStats {
         },
         in_flight: t.in_flight,
         rps: m.rps(),
-        latency_ms: LatencyMs {
-            p50: p.p50,
-            p90: p.p90,
-            p99: p.p99,
-            p999: p.p999,
-            max: p.max,
-            mean: p.mean,
-        },
+        latency_ms: percentiles(&t.latency),
         histogram: encode_histogram(&t.latency),
         history: with_history.then(|| {
             m.history()

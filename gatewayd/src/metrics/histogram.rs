@@ -27,30 +27,14 @@ pub fn encode_histogram(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Mean.
-    pub mean: f64,
-}
-
-/// Percentiles of a µs histogram, in ms (all 0 when empty).
-pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+/// Percentiles of a µs histogram, in ms (all 0 when empty). One implementation for the admin
+/// API and gwctl's merged views.
+pub fn percentiles(h: &Histogram<u64>) -> crate::admin::model::LatencyMs {
     if h.is_empty() {
-        return Percentiles::default();
+        return crate::admin::model::LatencyMs::default();
     }
     let ms = |us: u64| us as f64 / 1000.0;
-    Percentiles {
+    crate::admin::model::LatencyMs {
         p50: ms(h.value_at_quantile(0.5)),
         p90: ms(h.value_at_quantile(0.9)),
         p99: ms(h.value_at_quantile(0.99)),

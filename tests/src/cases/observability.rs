@@ -6,14 +6,10 @@ use meshgate_e2e::harness::{trace_init, Gateway, Origin};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::support::{client, origin_of, service};
+use super::support::{client, origin_of};
 
 fn blue_green(blue: &Origin, green: &Origin, extra: &str) -> String {
-    format!(
-        "{}{}[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = 100 }}, {{ name = \"green\", weight = 0 }}]\n{extra}",
-        service("blue", &[blue], "round_robin"),
-        service("green", &[green], "round_robin")
-    )
+    super::support::blue_green(blue, green, 100, 0, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,14 +8,10 @@ use meshgate_e2e::harness::{trace_init, Gateway, Origin};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::support::{client, origin_of, service};
+use super::support::{client, origin_of};
 
 fn cfg(blue: &Origin, green: &Origin, blue_w: u32, green_w: u32, extra: &str) -> String {
-    format!(
-        "{}{}[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = {blue_w} }}, {{ name = \"green\", weight = {green_w} }}]\n{extra}",
-        service("blue", &[blue], "round_robin"),
-        service("green", &[green], "round_robin")
-    )
+    super::support::blue_green(blue, green, blue_w, green_w, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

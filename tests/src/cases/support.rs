@@ -27,3 +27,13 @@ pub async fn origin_of(resp: reqwest::Response) -> (u16, String) {
         .to_string();
     (status, origin)
 }
+
+/// Services `blue` and `green` (one origin each, round robin) and route `web` splitting between
+/// them at the given weights, followed by `extra` (more route keys or tables).
+pub fn blue_green(blue: &Origin, green: &Origin, blue_w: u32, green_w: u32, extra: &str) -> String {
+    format!(
+        "{}{}[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = {blue_w} }}, {{ name = \"green\", weight = {green_w} }}]\n{extra}",
+        service("blue", &[blue], "round_robin"),
+        service("green", &[green], "round_robin")
+    )
+}
