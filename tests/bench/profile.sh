@@ -17,30 +17,10 @@ TOOL=${TOOL:-perf}
 DURATION=${DURATION:-10}
 TOP=${TOP:-40}
 PERF_OUT=${PERF_OUT:-/tmp/gatewayd.perf.data}   # kept for further `perf report -i` runs
-RUN=$(mktemp -d /tmp/meshgate-profile.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tests/bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_setup meshgate-profile
 
-wait_http() {
-    local i
-    for i in $(seq 1 300); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]] && return 0
-        sleep 0.1
-    done
-    echo "no 200 from $1" >&2
-    return 1
-}
 
 body=$(head -c 1024 /dev/zero | tr '\0' 'x')
 cat >"$RUN/upstream.conf" <<EOF

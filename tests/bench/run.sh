@@ -115,33 +115,13 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 2. Processes. Every PID we start is recorded and stopped by PID on exit.
 # ---------------------------------------------------------------------------------------------
-RUN=$(mktemp -d /tmp/meshgate-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tests/bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+bench_setup meshgate-bench
 
 declare -A PID_OF PORT_OF H2PORT_OF
 SYSTEMS=()   # proxies, interleave order
 
-wait_http() { # url
-    local i
-    for i in $(seq 1 150); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]]; then return 0; fi
-        sleep 0.1
-    done
-    log "no 200 from $1"
-    return 1
-}
 
 start_upstream() {
     local body

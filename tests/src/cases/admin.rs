@@ -105,14 +105,7 @@ async fn flip_moves_traffic_and_survives_a_restart() {
             "green"
         );
     }
-    let d: Value = gw2
-        .admin_req(&http, Method::GET, "/v1/routes/web")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw2.admin_get_json(&http, "/v1/routes/web").await;
     assert_eq!(d["history"][0]["changed_by"], "alice");
     assert_eq!(d["history"][0]["reason"], "release 42");
     assert_eq!(d["route"]["weights"]["revision"], 1);
@@ -177,14 +170,7 @@ async fn stats_and_metrics_count_requests() {
     for _ in 0..5 {
         http.get(gw.url("/status/503")).send().await.unwrap();
     }
-    let s: Value = gw
-        .admin_req(&http, Method::GET, "/v1/stats")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = gw.admin_get_json(&http, "/v1/stats").await;
     let b = &s["routes"][0]["backends"][0];
     assert_eq!(s["routes"][0]["route"], "web");
     assert_eq!(b["backend"], "blue");
@@ -234,14 +220,7 @@ async fn stats_and_metrics_count_requests() {
     );
     assert!(m.contains("meshgate_upstream_endpoints{service=\"green\",state=\"healthy\"} 1"));
     assert!(m.contains("meshgate_ejections_total 1"));
-    let u: Value = gw
-        .admin_req(&http, Method::GET, "/v1/upstreams")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u: Value = gw.admin_get_json(&http, "/v1/upstreams").await;
     let blue_ep = &u
         .as_array()
         .unwrap()

@@ -203,14 +203,7 @@ async fn a_flip_through_one_gateway_moves_every_gateway() {
             );
         }
     }
-    let d: Value = gw2
-        .admin_req(&http, Method::GET, "/v1/routes/web")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw2.admin_get_json(&http, "/v1/routes/web").await;
     assert_eq!(d["history"][0]["changed_by"], "alice");
     assert_eq!(d["route"]["weights"]["source"], "consul");
 

@@ -282,14 +282,7 @@ async fn a_canary_whose_error_rate_trips_the_guard_is_rolled_back() {
     assert!(green.hits() > 0, "green saw canary traffic ({sent} sent)");
     assert_eq!(admin_weights(&gw, &http, "web").await, start);
     // The rollback is in the history, after the step it undid.
-    let d: Value = gw
-        .admin_req(&http, Method::GET, "/v1/routes/web")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw.admin_get_json(&http, "/v1/routes/web").await;
     let reasons: Vec<&str> = d["history"]
         .as_array()
         .unwrap()

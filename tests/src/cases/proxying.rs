@@ -38,14 +38,7 @@ async fn connect_failure_is_502_and_timeout_is_504() {
         assert_eq!(r.headers()["x-meshgate-error"], "upstream_timeout");
     }
     // A timed-out attempt leaves no phantom in-flight request and counts as a failure.
-    let u: Value = gw
-        .admin_req(&http, reqwest::Method::GET, "/v1/upstreams")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u: Value = gw.admin_get_json(&http, "/v1/upstreams").await;
     let ep = &u
         .as_array()
         .unwrap()

@@ -162,6 +162,18 @@ impl Gateway {
             .bearer_auth(&self.token)
     }
 
+    /// `GET` of an admin API path with the token, decoded as JSON (panics on any failure: tests).
+    pub async fn admin_get_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        let r = self
+            .admin_req(client, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
     /// Rewrites the config file (the daemon reloads it on change).
     pub fn write_config(&self, body: &str) -> anyhow::Result<()> {
         let tmp = self.dir.join(".gatewayd.toml.new");
