@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
             i = i.wrapping_add(7919);
             let shard = m.shard(0);
             shard.start();
-            shard.finish(200, Duration::from_micros(200 + i % 5000));
+            shard.finish(200, Some(Duration::from_micros(200 + i % 5000)));
         })
     });
     c.bench_function("histogram_record/merge_totals", |b| {

@@ -4,6 +4,7 @@
 mod body;
 mod client;
 mod error;
+mod h1;
 mod headers;
 mod server;
 
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -35,7 +36,7 @@ use crate::config::{PathMatch, UpstreamProtocol};
 use crate::health::{record_outcome, Outcome};
 use crate::metrics::Registry;
 use crate::route::rewrite_path;
-use crate::snapshot::{RouteRuntime, Snapshot, SnapshotHandle};
+use crate::snapshot::{RouteRuntime, ServiceRuntime, Snapshot, SnapshotHandle};
 use crate::split::Choice;
 
 thread_local! {
@@ -71,56 +72,89 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// The per-request policies that cost something, read from the snapshot's `[gateway]` table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policies {
+    /// Generate or propagate `x-request-id` and echo it.
+    pub request_id: bool,
+    /// Set `X-Forwarded-For`, `-Proto` and `-Host`.
+    pub forwarded_headers: bool,
+    /// Record latency histograms (counters are always kept).
+    pub latency_histograms: bool,
+}
+
+impl Policies {
+    pub(crate) fn of(snap: &Snapshot) -> Self {
+        let g = &snap.config.gateway;
+        Self {
+            request_id: g.request_id,
+            forwarded_headers: g.forwarded_headers,
+            latency_histograms: g.latency_histograms,
+        }
+    }
+}
+
 /// Which route and backend a request reached, for metrics.
 #[derive(Debug, Default)]
-struct Reached {
+pub(crate) struct Reached {
     route: Option<usize>,
     backend: Option<usize>,
     /// When the upstream's response head arrived (saves a clock read for the latency).
     answered: Option<Instant>,
 }
 
-/// Proxies one request. Never fails: gateway-made errors become JSON responses.
-pub async fn handle(
-    mut req: Request<Incoming>,
+/// What the access log needs from the request, captured only when the log samples requests.
+#[derive(Debug)]
+pub(crate) struct LogLine {
+    method: http::Method,
+    path: String,
+}
+
+impl LogLine {
+    pub(crate) fn capture<B>(w: &Worker, req: &Request<B>) -> Option<Self> {
+        (w.access_log_sample > 0.0).then(|| Self {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+        })
+    }
+}
+
+/// Records a finished request: metrics (and the sampled access log line).
+#[allow(clippy::too_many_arguments)] // each is one fact of the request; a struct would only rename them
+pub(crate) fn finish(
     w: &Worker,
+    snap: &Snapshot,
     conn: &ConnInfo,
-) -> Response<ResponseBody> {
-    let start = Instant::now();
-    let snap = w.snapshot.load_full();
-    let request_id = with_rng(|rng| headers::request_id(req.headers_mut(), rng));
-    let (method, log_path) = if w.access_log_sample > 0.0 {
-        (
-            Some(req.method().clone()),
-            Some(req.uri().path().to_string()),
+    reached: &Reached,
+    start: Instant,
+    status: u16,
+    request_id: Option<&HeaderValue>,
+    log: Option<LogLine>,
+) {
+    let timed = Policies::of(snap).latency_histograms || log.is_some();
+    let latency = if timed {
+        Some(
+            reached
+                .answered
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(start),
         )
     } else {
-        (None, None)
+        None
     };
-    let mut reached = Reached::default();
-    let mut resp = match handle_inner(req, &snap, w, conn, start, &mut reached).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
-            respond(&e, Some(&request_id))
-        }
-    };
-    // The id the gateway logs is the one the client sees, even if the upstream sent another.
-    resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
-    let latency = reached
-        .answered
-        .unwrap_or_else(Instant::now)
-        .saturating_duration_since(start);
-    let status = resp.status().as_u16();
+    let latency_hist = latency.filter(|_| Policies::of(snap).latency_histograms);
     match (reached.route, reached.backend) {
         (Some(r), Some(b)) => snap.routes[r].backends[b]
             .metrics
             .shard(w.id)
-            .finish(status, latency),
-        (Some(r), None) => snap.routes[r].unrouted.shard(w.id).record(status, latency),
-        _ => w.metrics.unmatched.shard(w.id).record(status, latency),
+            .finish(status, latency_hist),
+        (Some(r), None) => snap.routes[r]
+            .unrouted
+            .shard(w.id)
+            .record(status, latency_hist),
+        _ => w.metrics.unmatched.shard(w.id).record(status, latency_hist),
     }
-    if let (Some(m), Some(p)) = (method, log_path) {
+    if let (Some(l), Some(latency)) = (log, latency) {
         if with_rng(|rng| rng.gen_bool(w.access_log_sample.clamp(0.0, 1.0))) {
             let route = reached
                 .route
@@ -131,22 +165,59 @@ pub async fn handle(
                 .zip(reached.backend)
                 .map(|(r, b)| snap.routes[r].backends[b].name.as_str())
                 .unwrap_or("");
-            tracing::info!(target: "access", method = %m, path = %p, status, route, backend, latency_us = latency.as_micros() as u64, client = %conn.peer, request_id = ?resp.headers().get(&headers::REQUEST_ID), "request");
+            tracing::info!(target: "access", method = %l.method, path = %l.path, status, route, backend, latency_us = latency.as_micros() as u64, client = %conn.peer, request_id = ?request_id, "request");
         }
     }
+}
+
+/// Proxies one request (HTTP/2 clients, and HTTP/1 requests for HTTP/2 upstreams). Never
+/// fails: gateway-made errors become JSON responses.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    w: &Worker,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let snap = w.snapshot.load_full();
+    let request_id = Policies::of(&snap)
+        .request_id
+        .then(|| with_rng(|rng| headers::request_id(req.headers_mut(), rng)));
+    let log = LogLine::capture(w, &req);
+    let mut reached = Reached::default();
+    let mut resp = match handle_inner(req, &snap, w, conn, start, &mut reached).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
+            respond(&e, request_id.as_ref())
+        }
+    };
+    // The id the gateway logs is the one the client sees, even if the upstream sent another.
+    if let Some(id) = &request_id {
+        resp.headers_mut().insert(&headers::REQUEST_ID, id.clone());
+    }
+    let status = resp.status().as_u16();
+    finish(
+        w,
+        &snap,
+        conn,
+        &reached,
+        start,
+        status,
+        request_id.as_ref(),
+        log,
+    );
     resp
 }
 
-async fn handle_inner(
-    mut req: Request<Incoming>,
-    snap: &Arc<Snapshot>,
-    w: &Worker,
-    conn: &ConnInfo,
+/// Matches the route and chooses the backend; `reached` says how far the request got.
+pub(crate) fn select<B>(
+    snap: &Snapshot,
+    req: &Request<B>,
     start: Instant,
     reached: &mut Reached,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let Some(ri) = snap.table.match_request(&req) else {
-        let host = crate::route::host_of(&req)
+) -> Result<(usize, usize), ProxyError> {
+    let Some(ri) = snap.table.match_request(req) else {
+        let host = crate::route::host_of(req)
             .map(|h| h.into_owned())
             .unwrap_or_default();
         return Err(ProxyError::NoRoute {
@@ -160,7 +231,7 @@ async fn handle_inner(
     // request's start time, and one read when the upstream answers serves every later use.
     let now = nanos_at(start);
     let usable = |b: usize| any_usable(&snap.services[route.backends[b].service].endpoints, now);
-    let bi = match with_rng(|rng| route.split.choose(&req, usable, rng)) {
+    let bi = match with_rng(|rng| route.split.choose(req, usable, rng)) {
         Choice::Backend(b) => b,
         Choice::Empty(_) | Choice::Nothing => {
             return Err(ProxyError::NoHealthyEndpoints {
@@ -169,23 +240,50 @@ async fn handle_inner(
         }
     };
     reached.backend = Some(bi);
-    let backend = &route.backends[bi];
-    backend.metrics.shard(w.id).start();
-    let svc = &snap.services[backend.service];
+    Ok((ri, bi))
+}
 
-    let upgrade = headers::is_upgrade(req.headers()) && req.version() == http::Version::HTTP_11;
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    // Protocol switches always go over HTTP/1.1, whatever the service's protocol.
-    let proto = if upgrade {
-        UpstreamProtocol::Http1
-    } else {
-        svc.config.protocol
-    };
-    prepare(&mut req, route, conn, proto, upgrade)?;
+/// An upstream answer whose status decides the endpoint's outcome.
+pub(crate) trait Answer {
+    fn status(&self) -> u16;
+}
 
+impl<B> Answer for Response<B> {
+    fn status(&self) -> u16 {
+        Response::status(self).as_u16()
+    }
+}
+
+impl<A: Answer, R> Answer for (A, R) {
+    fn status(&self) -> u16 {
+        self.0.status()
+    }
+}
+
+/// Sends `req` to the service's endpoints: balance, retry what was never sent on another
+/// endpoint, feed outlier detection and latency estimates, all within the route's timeout.
+/// `send` carries one attempt over whatever transport the caller uses.
+pub(crate) async fn attempts<Q, A, F, Fut>(
+    w: &Worker,
+    route: &RouteRuntime,
+    svc: &ServiceRuntime,
+    start: Instant,
+    mut req: Q,
+    mut send: F,
+) -> Result<(A, Instant), ProxyError>
+where
+    A: Answer,
+    F: FnMut(SocketAddr, Q) -> Fut,
+    Fut: std::future::Future<Output = Result<A, SendError<Q>>>,
+{
     let timeout = route.config.timeout;
     // The endpoint being tried, so a timeout (which drops the attempt) can be blamed on it.
     let trying = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let blame = |ei: usize, outcome: Outcome, now: u64| {
+        if record_outcome(&svc.endpoints, ei, outcome, &svc.config.outlier, now) {
+            w.metrics.ejections.fetch_add(1, Relaxed);
+        }
+    };
     let attempt = async {
         let mut exclude = None;
         let mut attempts_left = route.config.retries;
@@ -210,42 +308,24 @@ async fn handle_inner(
             let in_flight = InFlight::start(&ep.stats);
             ep.stats.requests.fetch_add(1, Relaxed);
             trying.store(ei, Relaxed);
-            let result = if upgrade {
-                w.upstreams
-                    .send_upgrade(ep.endpoint.addr, &svc.config, req)
-                    .await
-                    .map(|r| (r, None))
-                    .map_err(SendError::Failed)
-            } else {
-                w.upstreams.send(ep.endpoint.addr, &svc.config, req).await
-            };
+            let result = send(ep.endpoint.addr, req).await;
             drop(in_flight);
             trying.store(usize::MAX, Relaxed);
             let answered = Instant::now();
             let now = nanos_at(answered);
             match result {
-                Ok((resp, ret)) => {
+                Ok(answer) => {
                     observe_latency(&ep.stats, now, answered.saturating_duration_since(sent_at));
-                    let outcome = if resp.status().is_server_error() {
+                    let outcome = if answer.status() >= 500 {
                         Outcome::Failure
                     } else {
                         Outcome::Success
                     };
-                    if record_outcome(&svc.endpoints, ei, outcome, &svc.config.outlier, now) {
-                        w.metrics.ejections.fetch_add(1, Relaxed);
-                    }
-                    return Ok((resp, ret, answered));
+                    blame(ei, outcome, now);
+                    return Ok((answer, answered));
                 }
                 Err(SendError::NotSent(r, e)) => {
-                    if record_outcome(
-                        &svc.endpoints,
-                        ei,
-                        Outcome::Failure,
-                        &svc.config.outlier,
-                        now,
-                    ) {
-                        w.metrics.ejections.fetch_add(1, Relaxed);
-                    }
+                    blame(ei, Outcome::Failure, now);
                     if attempts_left == 0 || !e.is_retryable() {
                         return Err(e);
                     }
@@ -257,38 +337,62 @@ async fn handle_inner(
                     req = *r;
                 }
                 Err(SendError::Failed(e)) => {
-                    if record_outcome(
-                        &svc.endpoints,
-                        ei,
-                        Outcome::Failure,
-                        &svc.config.outlier,
-                        now,
-                    ) {
-                        w.metrics.ejections.fetch_add(1, Relaxed);
+                    // A client that went away mid-request says nothing about the endpoint.
+                    if e.side() == Side::Upstream {
+                        blame(ei, Outcome::Failure, now);
                     }
                     return Err(e);
                 }
             }
         }
     };
-    let (mut resp, ret, answered) = match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r?,
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
         Err(_) => {
             let ei = trying.load(Relaxed);
-            if ei != usize::MAX
-                && record_outcome(
-                    &svc.endpoints,
-                    ei,
-                    Outcome::Failure,
-                    &svc.config.outlier,
-                    now_nanos(),
-                )
-            {
-                w.metrics.ejections.fetch_add(1, Relaxed);
+            if ei != usize::MAX {
+                blame(ei, Outcome::Failure, now_nanos());
             }
-            return Err(ProxyError::UpstreamTimeout(timeout));
+            Err(ProxyError::UpstreamTimeout(timeout))
         }
+    }
+}
+
+async fn handle_inner(
+    mut req: Request<Incoming>,
+    snap: &Arc<Snapshot>,
+    w: &Worker,
+    conn: &ConnInfo,
+    start: Instant,
+    reached: &mut Reached,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (ri, bi) = select(snap, &req, start, reached)?;
+    let route = &snap.routes[ri];
+    route.backends[bi].metrics.shard(w.id).start();
+    let svc = &snap.services[route.backends[bi].service];
+
+    let upgrade = headers::is_upgrade(req.headers()) && req.version() == http::Version::HTTP_11;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // Protocol switches always go over HTTP/1.1, whatever the service's protocol.
+    let proto = if upgrade {
+        UpstreamProtocol::Http1
+    } else {
+        svc.config.protocol
     };
+    prepare(&mut req, route, conn, proto, upgrade, Policies::of(snap))?;
+
+    let ((mut resp, ret), answered) = attempts(w, route, svc, start, req, |addr, req| async move {
+        if upgrade {
+            w.upstreams
+                .send_upgrade(addr, &svc.config, req)
+                .await
+                .map(|r| (r, None))
+                .map_err(SendError::Failed)
+        } else {
+            w.upstreams.send(addr, &svc.config, req).await
+        }
+    })
+    .await?;
     reached.answered = Some(answered);
     if let (Some(down), true) = (
         downstream_upgrade,
@@ -341,12 +445,13 @@ async fn splice(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) 
 
 /// Rewrites the request for the upstream: path rewrite, origin-form (HTTP/1.1) or authority-form
 /// (HTTP/2) URI, `Host`, hop-by-hop removal and forwarding headers.
-fn prepare(
-    req: &mut Request<Incoming>,
+pub(crate) fn prepare<B>(
+    req: &mut Request<B>,
     route: &RouteRuntime,
     conn: &ConnInfo,
     proto: UpstreamProtocol,
     upgrade: bool,
+    policies: Policies,
 ) -> Result<(), ProxyError> {
     let host = headers::host_value(req.headers(), req.uri());
     let uri = req.uri();
@@ -392,7 +497,9 @@ fn prepare(
     }
     let h = req.headers_mut();
     headers::remove_hop_by_hop(h, upgrade);
-    headers::add_forwarded(h, conn.peer.ip(), conn.tls, host.as_ref());
+    if policies.forwarded_headers {
+        headers::add_forwarded(h, conn.peer.ip(), conn.tls, host.as_ref());
+    }
     match proto {
         UpstreamProtocol::Http1 => {
             *req.version_mut() = http::Version::HTTP_11;

@@ -15,6 +15,7 @@ END = "<!-- bench:results:end -->"
 LABEL = {
     "direct": "direct to origin (no proxy)",
     "gatewayd": "**gatewayd**",
+    "gatewayd-defaults": "gatewayd (defaults: request ids, X-Forwarded-\\*, latency histograms)",
     "gatewayd-1k-routes": "gatewayd, 1,000 routes + 10,000 endpoints",
     "nginx": "nginx",
     "haproxy": "HAProxy",
@@ -158,6 +159,13 @@ def main():
                 fmt(x["rss"] / 1024 if x["rss"] else None, "{:.1f} MiB"),
                 fmt(x["thr"]),
             )
+        )
+    if "gatewayd" in m and "gatewayd-defaults" in m:
+        lines.append("")
+        lines.append(
+            "**gatewayd** runs `tests/bench/gatewayd.toml` with `request_id`, `forwarded_headers` and "
+            "`latency_histograms` off (the 1,000-route variant too); the defaults row runs "
+            "`gatewayd-defaults.toml`, the same scenario with those three on."
         )
     lines.append("")
     lines.append("Per-round req per CPU-second (to judge the spread):")

@@ -14,6 +14,9 @@
 #
 # Scenario: route /api/ -> 127.0.0.1:19001 and :19002 (one Debian nginx, fixed 1 KiB body), round
 # robin, keep-alive to the upstreams, no access logs, one worker thread/process per proxy.
+# gatewayd runs twice: "gatewayd" (gatewayd.toml: request_id, forwarded_headers and
+# latency_histograms off, the headline row) and "gatewayd-defaults" (gatewayd-defaults.toml: the
+# same with those defaults on), plus the 1,000-route variant generated from gatewayd.toml.
 # Throughput: `wrk -t1 -cCONNS -dDURATION` after a WARMUP run; the proxy's CPU is utime+stime from
 # /proc/PID/stat (summed over the process and its children, i.e. nginx's worker) before and after.
 # Latency: `oha -z DURATION -q RATE --latency-correction`; "added" = proxy p50/p99 minus the direct
@@ -165,7 +168,18 @@ add_system() { # name port h2port pid
     wait_http "http://127.0.0.1:$2/api/"
 }
 
-gen_1k_config() { # 1,000 routes, 1,000 services x 10 endpoints (not listening), plus /api/
+# gatewayd-defaults.toml must be gatewayd.toml with only the policy switches and ports changed, so
+# the two rows differ in nothing else.
+check_defaults_config() {
+    local norm='/^[[:space:]]*(#|$)/d; /^(request_id|forwarded_headers|latency_histograms) =/d; s/:18096"/:18090"/; s/:18196"/:18190"/'
+    if ! diff <(sed -E "$norm" "$HERE/gatewayd.toml") <(sed -E "$norm" "$HERE/gatewayd-defaults.toml") >&2; then
+        log "gatewayd-defaults.toml differs from gatewayd.toml beyond the policy switches and ports"
+        exit 1
+    fi
+}
+
+gen_1k_config() { # 1,000 routes, 1,000 services x 10 endpoints (not listening), plus /api/; the
+    # [gateway] table, policy switches included, comes from gatewayd.toml (the lean row)
     local f=$RUN/gatewayd-1k.toml i j
     {
         sed -e 's/127.0.0.1:18090/127.0.0.1:18095/' -e 's/127.0.0.1:18190/127.0.0.1:18195/' "$HERE/gatewayd.toml"
@@ -189,10 +203,16 @@ idle_facts() { # name
 }
 
 start_all() {
+    check_defaults_config
     start_upstream
+    # Fails fast (exit 64, naming the key) on a binary older than the policy switches.
+    "$GATEWAYD" check --config "$HERE/gatewayd.toml" >/dev/null
     "$GATEWAYD" --config "$HERE/gatewayd.toml" >"$RUN/gatewayd.log" 2>&1 &
     add_system gatewayd 18090 18090 $!
     idle_facts gatewayd
+    "$GATEWAYD" --config "$HERE/gatewayd-defaults.toml" >"$RUN/gatewayd-defaults.log" 2>&1 &
+    add_system gatewayd-defaults 18096 18096 $!
+    idle_facts gatewayd-defaults
     local cfg
     cfg=$(gen_1k_config)
     "$GATEWAYD" check --config "$cfg" >/dev/null

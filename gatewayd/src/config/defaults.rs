@@ -10,6 +10,12 @@ pub const ADMIN: &str = "127.0.0.1:9901";
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cluster name (Consul KV prefix `meshgate/<cluster>/`).
 pub const CLUSTER: &str = "default";
+/// `gateway.request_id`: keep or generate `x-request-id` and echo it in responses.
+pub const REQUEST_ID: bool = true;
+/// `gateway.forwarded_headers`: set `X-Forwarded-For`/`-Proto`/`-Host` upstream.
+pub const FORWARDED_HEADERS: bool = true;
+/// `gateway.latency_histograms`: record per-route/backend latency histograms.
+pub const LATENCY_HISTOGRAMS: bool = true;
 /// Route timeout until the response head (Envoy's default too).
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connect retries on another endpoint.

@@ -69,6 +69,7 @@ fn docs_example_parses_with_every_value() {
         c.gateway.state_file,
         Some(PathBuf::from("state/weights.json"))
     );
+    assert!(c.gateway.request_id && c.gateway.forwarded_headers && c.gateway.latency_histograms);
 
     assert_eq!(
         c.listeners,
@@ -181,6 +182,9 @@ fn defaults_are_applied_to_a_minimal_file() {
     assert_eq!(c.gateway.drain_timeout, DRAIN_TIMEOUT);
     assert_eq!(c.gateway.cluster, CLUSTER);
     assert_eq!(c.gateway.state_file, None);
+    assert!(c.gateway.request_id);
+    assert!(c.gateway.forwarded_headers);
+    assert!(c.gateway.latency_histograms);
     assert_eq!(
         c.listeners,
         vec![ListenerConfig {
@@ -236,6 +240,40 @@ fn documented_default_values_hold() {
     assert_eq!(DRAIN_TIMEOUT, Duration::from_secs(30));
     assert_eq!(RETRIES, 1);
     assert_eq!(CONNECT_TIMEOUT, Duration::from_secs(2));
+    assert_eq!(
+        (REQUEST_ID, FORWARDED_HEADERS, LATENCY_HISTOGRAMS),
+        (true, true, true)
+    );
+}
+
+#[test]
+fn gateway_policy_switches_parse_false_each_on_its_own() {
+    let all_off = parse(&format!(
+        "[gateway]\nrequest_id = false\nforwarded_headers = false\nlatency_histograms = false\n{MINIMAL}"
+    ));
+    let g = &all_off.gateway;
+    assert!(!g.request_id && !g.forwarded_headers && !g.latency_histograms);
+
+    // Each key sets only its own switch.
+    let one = |key: &str| parse(&format!("[gateway]\n{key} = false\n{MINIMAL}")).gateway;
+    let g = one("request_id");
+    assert_eq!(
+        (g.request_id, g.forwarded_headers, g.latency_histograms),
+        (false, true, true)
+    );
+    let g = one("forwarded_headers");
+    assert_eq!(
+        (g.request_id, g.forwarded_headers, g.latency_histograms),
+        (true, false, true)
+    );
+    let g = one("latency_histograms");
+    assert_eq!(
+        (g.request_id, g.forwarded_headers, g.latency_histograms),
+        (true, true, false)
+    );
+
+    let explicit_on = parse(&format!("[gateway]\nrequest_id = true\n{MINIMAL}"));
+    assert!(explicit_on.gateway.request_id);
 }
 
 #[test]
@@ -328,6 +366,16 @@ fn unknown_top_level_and_section_fields() {
     assert_error(&e, 3, "gateway.wrokers", "unknown field `wrokers`");
     let e = only_error("listen = \"127.0.0.1:1\"\n");
     assert_error(&e, 1, "listen", "unknown field `listen`");
+}
+
+#[test]
+fn gateway_policy_switches_must_be_booleans() {
+    let e = only_error("[gateway]\nworkers = 2\nrequest_id = \"off\"\n");
+    assert_error(&e, 3, "gateway.request_id", "expected a boolean");
+    let e = only_error("[gateway]\nforwarded_headers = 0\n");
+    assert_error(&e, 2, "gateway.forwarded_headers", "expected a boolean");
+    let e = only_error("[gateway]\nlatency_histograms = \"false\"\n");
+    assert_error(&e, 2, "gateway.latency_histograms", "expected a boolean");
 }
 
 #[test]

@@ -124,6 +124,16 @@ pub struct GatewayConfig {
     pub cluster: String,
     /// Where weight changes made without Consul are persisted.
     pub state_file: Option<PathBuf>,
+    /// Keep the client's `x-request-id` (or generate one), send it upstream and echo it in the
+    /// response and error bodies. `false`: requests carry no id in logs or responses.
+    pub request_id: bool,
+    /// Set `X-Forwarded-For` (appending the peer), `X-Forwarded-Proto` and `X-Forwarded-Host` on
+    /// proxied requests. `false`: gatewayd adds none of them, so upstreams do not learn the
+    /// client's address.
+    pub forwarded_headers: bool,
+    /// Record per-route and per-backend latency histograms. `false`: request counters are still
+    /// kept, but latency percentiles (`/v1/stats`, gwctl) stay empty.
+    pub latency_histograms: bool,
 }
 
 /// One `[[listeners]]` entry.

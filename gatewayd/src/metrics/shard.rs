@@ -40,19 +40,22 @@ impl Shard {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A request that `start`ed ended with `status` after `latency`.
-    pub fn finish(&self, status: u16, latency: Duration) {
+    /// A request that `start`ed ended with `status` after `latency` (`None`: latency histograms
+    /// are switched off, only the count is kept).
+    pub fn finish(&self, status: u16, latency: Option<Duration>) {
         self.in_flight.fetch_sub(1, Relaxed);
         self.record(status, latency);
     }
 
     /// Records a request that was never counted as in flight.
-    pub fn record(&self, status: u16, latency: Duration) {
+    pub fn record(&self, status: u16, latency: Option<Duration>) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.by_class[class_index(status)] += 1;
-        let h = g.latency.get_or_insert_with(new_histogram);
-        // Auto-resizing histogram: recording cannot fail.
-        let _ = h.record(micros(latency).max(1));
+        if let Some(latency) = latency {
+            let h = g.latency.get_or_insert_with(new_histogram);
+            // Auto-resizing histogram: recording cannot fail.
+            let _ = h.record(micros(latency).max(1));
+        }
     }
 
     pub(super) fn merge_into(&self, t: &mut Totals) {

@@ -31,6 +31,8 @@ pub struct Upstreams {
 struct PoolInner {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    /// HTTP/1.1 connections driven by the client connection's task (`h1`).
+    raw: super::h1::upstream::Pool,
 }
 
 #[derive(Debug)]
@@ -72,9 +74,9 @@ impl PoolReturn {
 
 /// Why a send failed, and whether the request is still ours.
 #[derive(Debug)]
-pub enum SendError {
+pub enum SendError<Q = Request<Incoming>> {
     /// Nothing was sent; the request comes back for another attempt.
-    NotSent(Box<Request<Incoming>>, ProxyError),
+    NotSent(Box<Q>, ProxyError),
     /// The request was (at least partly) sent.
     Failed(ProxyError),
 }
@@ -258,8 +260,14 @@ impl Upstreams {
         }
     }
 
+    /// The pool of the HTTP/1.1 engine.
+    pub(crate) fn raw(&self) -> &super::h1::upstream::Pool {
+        &self.inner.raw
+    }
+
     /// Closes idle connections past their idle timeout (called periodically by each worker).
     pub fn reap(&self) {
+        self.inner.raw.reap();
         let now = Instant::now();
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|_, list| {
@@ -281,10 +289,19 @@ impl Upstreams {
             .lock()
             .map(|m| m.values().map(Vec::len).sum())
             .unwrap_or(0)
+            + self.inner.raw.idle_count()
     }
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, ProxyError> {
+    connect_tcp(addr, timeout).await.map(TokioIo::new)
+}
+
+/// A TCP connection to `addr` with `TCP_NODELAY`, within `timeout`.
+pub(crate) async fn connect_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -301,7 +318,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStrea
         }
     };
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    Ok(stream)
 }
 
 fn connect_err(addr: SocketAddr, e: &hyper::Error) -> ProxyError {

@@ -57,13 +57,26 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request head is larger than the gateway accepts.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// The request uses a transfer coding the gateway does not forward.
+    #[error("transfer coding not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// The client closed its connection (or sent a broken body) before the request was whole.
+    #[error("client went away mid-request: {0}")]
+    ClientClosed(&'static str),
 }
 
 impl ProxyError {
     /// Which side caused it.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoRoute { .. } | Self::BadRequest(_) => Side::Downstream,
+            Self::NoRoute { .. }
+            | Self::BadRequest(_)
+            | Self::HeadTooLarge(_)
+            | Self::NotImplemented(_)
+            | Self::ClientClosed(_) => Side::Downstream,
             Self::NoHealthyEndpoints { .. } => Side::Internal,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout(_)
@@ -86,6 +99,9 @@ impl ProxyError {
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamBroken { .. } => "upstream_failed",
             Self::BadRequest(_) => "bad_request",
+            Self::HeadTooLarge(_) => "head_too_large",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::ClientClosed(_) => "client_closed",
         }
     }
 
@@ -96,7 +112,9 @@ impl ProxyError {
             Self::NoHealthyEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamBroken { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ClientClosed(_) => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -2,17 +2,18 @@
 //! its own SO_REUSEPORT socket per listener, its own upstream pool and its own metrics shard.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
+use super::h1::Rewind;
 use super::{handle, ConnInfo, Upstreams, Worker};
 
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so every worker (and a new
@@ -109,6 +110,43 @@ async fn reap_loop(upstreams: Upstreams) {
     }
 }
 
+/// Live client connections of one listener, so a drain can wait for them.
+#[derive(Debug, Default)]
+struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a connection's task; the last one out wakes the drain.
+struct Live(Arc<Tracker>);
+
+impl Live {
+    fn new(t: &Arc<Tracker>) -> Self {
+        t.live.fetch_add(1, SeqCst);
+        Self(t.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.live.load(SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
 /// Accepts until shutdown, then closes the socket and drains this listener's connections.
 async fn accept_loop(
     listener: TcpListener,
@@ -116,17 +154,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(1024);
+    let tracker = Arc::new(Tracker::default());
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -143,23 +171,18 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let w = worker.clone();
-        let info = ConnInfo { peer, tls: false };
-        let svc = service_fn(move |req| {
-            let w = w.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(req, &w, &info).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let fut = graceful.watch(conn);
+        let mut shutdown = shutdown.clone();
+        let live = Live::new(&tracker);
         tokio::spawn(async move {
-            if let Err(e) = fut.await {
-                tracing::debug!(error = %e, "connection ended with error");
+            let info = ConnInfo { peer, tls: false };
+            if let Some((io, pre)) = super::h1::serve(stream, &info, &w, &mut shutdown).await {
+                serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
             }
+            drop(live);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(drain, tracker.drained())
         .await
         .is_err()
     {
@@ -167,6 +190,42 @@ async fn accept_loop(
             worker = worker.id,
             "drain deadline reached; closing remaining connections"
         );
+    }
+}
+
+/// Serves a connection with hyper (HTTP/2 clients, HTTP/1 requests for HTTP/2 upstreams), with
+/// a graceful shutdown when the worker stops.
+async fn serve_hyper(
+    io: Rewind,
+    info: ConnInfo,
+    w: Arc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(1024);
+    let svc = service_fn(move |req| {
+        let w = w.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &w, &info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended with error");
     }
 }
 

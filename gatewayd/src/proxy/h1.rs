@@ -1,0 +1,550 @@
+//! The HTTP/1.1 engine: one task per client connection reads the request head, routes it, writes
+//! it to a pooled upstream connection and streams the answer back, all in that one task. Bodies
+//! are forwarded as they arrive (chunked bodies pass through unchanged), heads are written with
+//! one vectored write together with the first body bytes, and nothing is copied that is not
+//! changed. HTTP/2 clients (prior-knowledge preface) and requests for HTTP/2 upstreams are handed
+//! to hyper with the bytes already read put back.
+
+mod chunked;
+mod head;
+mod rewind;
+pub(crate) mod upstream;
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{HeaderValue, Method, Version};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use self::chunked::Chunked;
+use self::head::{put_field, Framing, RequestHead, ResponseHead};
+pub(crate) use self::rewind::Rewind;
+use self::upstream::{write_all_vectored, Conn, Downstream, Outgoing, READ_BUF};
+use super::error::{respond, ProxyError};
+use super::{
+    attempts, finish, headers, prepare, select, stopped, with_rng, ConnInfo, LogLine, Policies,
+    Reached, Worker,
+};
+use crate::config::UpstreamProtocol;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a client may take to send a request head, and how long an idle keep-alive
+/// connection is kept.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+    /// Serve the rest of the connection with hyper, these bytes first.
+    Handover(Bytes),
+}
+
+enum Read {
+    Head(Box<RequestHead>),
+    Http2,
+    Closed,
+    Bad(ProxyError),
+}
+
+/// Per-connection scratch buffers, reused by every request on it.
+#[derive(Debug, Default)]
+struct Scratch {
+    up: Vec<u8>,
+    down: Vec<u8>,
+}
+
+/// Serves one client connection. Returns the socket (with the bytes already read from it) when
+/// the rest belongs to hyper.
+pub(crate) async fn serve(
+    mut io: TcpStream,
+    info: &ConnInfo,
+    w: &Worker,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, Bytes)> {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut scratch = Scratch::default();
+    let mut first = true;
+    loop {
+        let head = match read_request(&mut io, &mut buf, shutdown, first).await {
+            Read::Head(h) => h,
+            Read::Http2 => return Some((io, buf.split().freeze())),
+            Read::Closed => return None,
+            Read::Bad(e) => {
+                tracing::debug!(error = %e, client = %info.peer, "malformed request");
+                let _ = write_synthetic(&mut io, &e, None, true, false).await;
+                return None;
+            }
+        };
+        first = false;
+        match request(&mut io, &mut buf, *head, info, w, shutdown, &mut scratch).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = io.shutdown().await;
+                return None;
+            }
+            Next::Handover(pre) => return Some((io, pre)),
+        }
+    }
+}
+
+async fn read_request(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    shutdown: &mut watch::Receiver<bool>,
+    first: bool,
+) -> Read {
+    loop {
+        if first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
+            if buf.len() >= PREFACE.len() {
+                return Read::Http2;
+            }
+        } else {
+            match head::parse_request(buf) {
+                Ok(Some(h)) => return Read::Head(Box::new(h)),
+                Ok(None) => {}
+                Err(e) => return Read::Bad(e),
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
+        }
+        let idle = buf.is_empty();
+        let read = tokio::time::timeout(HEAD_TIMEOUT, io.read_buf(buf));
+        let r = if idle {
+            tokio::select! {
+                biased;
+                r = read => r,
+                _ = stopped(shutdown) => return Read::Closed,
+            }
+        } else {
+            read.await
+        };
+        match r {
+            Ok(Ok(0) | Err(_)) | Err(_) => return Read::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The whole request body's length when all of it is in `buf` already.
+fn whole_body(buf: &[u8], framing: Framing) -> Option<usize> {
+    match framing {
+        Framing::None => Some(0),
+        Framing::Length(n) => usize::try_from(n).ok().filter(|&n| n <= buf.len()),
+        Framing::Chunked => {
+            let mut c = Chunked::default();
+            let used = c.feed(buf, |_| {}).ok()?;
+            c.is_done().then_some(used)
+        }
+        Framing::Close => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn request(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut head: RequestHead,
+    info: &ConnInfo,
+    w: &Worker,
+    shutdown: &watch::Receiver<bool>,
+    s: &mut Scratch,
+) -> Next {
+    let start = Instant::now();
+    let snap = w.snapshot.load_full();
+    let pol = Policies::of(&snap);
+    let request_id = pol
+        .request_id
+        .then(|| with_rng(|rng| headers::request_id(head.req.headers_mut(), rng)));
+    let mut reached = Reached::default();
+    let client_http10 = head.req.version() == Version::HTTP_10;
+    let head_request = head.req.method() == Method::HEAD;
+    let upgrade = !client_http10 && headers::is_upgrade(head.req.headers());
+    let body_pending = head.framing != Framing::None;
+    let mut log = LogLine::capture(w, &head.req);
+    let record = |status: u16, reached: &Reached, log: Option<LogLine>| {
+        finish(
+            w,
+            &snap,
+            info,
+            reached,
+            start,
+            status,
+            request_id.as_ref(),
+            log,
+        );
+    };
+    let fail = |e: &ProxyError, reached: &Reached, log: Option<LogLine>| {
+        tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
+        record(e.status().as_u16(), reached, log);
+    };
+    let close_after_error = !head.keep_alive || body_pending;
+    let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
+        Ok(x) => x,
+        Err(e) => {
+            fail(&e, &reached, log.take());
+            return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
+        }
+    };
+    let route = &snap.routes[ri];
+    let backend = &route.backends[bi];
+    let svc = &snap.services[backend.service];
+    if svc.config.protocol != UpstreamProtocol::Http1 && !upgrade {
+        // An HTTP/2 upstream: hyper's client serves it, on this connection from now on.
+        let mut pre = BytesMut::with_capacity(head.raw.len() + buf.len());
+        pre.extend_from_slice(&head.raw);
+        pre.extend_from_slice(buf);
+        buf.clear();
+        return Next::Handover(pre.freeze());
+    }
+    backend.metrics.shard(w.id).start();
+    if let Err(e) = prepare(
+        &mut head.req,
+        route,
+        info,
+        UpstreamProtocol::Http1,
+        upgrade,
+        pol,
+    ) {
+        fail(&e, &reached, log.take());
+        return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
+    }
+    head::write_request(&mut s.up, &head.req, head.framing);
+    let out = Outgoing {
+        head: &s.up,
+        framing: head.framing,
+        buffered: whole_body(buf, head.framing),
+        down: Downstream {
+            io: &mut *io,
+            buf: &mut *buf,
+            expect_continue: head.expect_continue,
+        },
+        connect_timeout: svc.config.connect_timeout,
+    };
+    // A protocol switch takes its upstream connection for good: never from or to the pool.
+    let pool = (!upgrade).then(|| w.upstreams.raw());
+    let sent = attempts(w, route, svc, start, out, |addr, out| {
+        upstream::exchange(pool, addr, out)
+    })
+    .await;
+    let (ex, answered) = match sent {
+        Ok(x) => x,
+        Err(e) => {
+            fail(&e, &reached, log.take());
+            return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
+        }
+    };
+    reached.answered = Some(answered);
+    let upstream::Exchange { mut conn, addr } = ex;
+    let status = conn.head.status;
+    record(status, &reached, log.take());
+    if upgrade && status == 101 {
+        response_head(&mut s.down, &conn, request_id.as_ref(), Reply::Upgrade);
+        let Conn {
+            io: mut up,
+            buf: mut early,
+            head,
+        } = conn;
+        early.advance(head.len);
+        let parts = [IoSlice::new(&s.down), IoSlice::new(&early)];
+        if write_all_vectored(io, parts).await.is_err() || up.write_all(buf).await.is_err() {
+            return Next::Close;
+        }
+        buf.clear();
+        if let Err(e) = tokio::io::copy_bidirectional(io, &mut up).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+        return Next::Close;
+    }
+    let framing = conn.head.framing(head_request);
+    let decode = framing == Framing::Chunked && client_http10;
+    let closing = !head.keep_alive || framing == Framing::Close || decode || *shutdown.borrow();
+    let reply = match (closing, client_http10) {
+        (true, _) => Reply::Close,
+        (false, true) => Reply::KeepAlive10,
+        (false, false) => Reply::KeepAlive,
+    };
+    response_head(&mut s.down, &conn, request_id.as_ref(), reply);
+    let head_len = conn.head.len;
+    conn.buf.advance(head_len);
+    match forward_body(io, &mut conn, &s.down, framing, decode).await {
+        Ok(true) if !upgrade && !conn.head.close => w.upstreams.raw().give_back(
+            addr,
+            conn,
+            svc.config.max_idle_per_endpoint,
+            svc.config.idle_timeout,
+        ),
+        Ok(_) => {}
+        Err(()) => return Next::Close,
+    }
+    if closing {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// How the response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// HTTP/1.1 keep-alive (the default: no `Connection` header).
+    KeepAlive,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    KeepAlive10,
+    /// `Connection: close`.
+    Close,
+    /// `101 Switching Protocols` passed through.
+    Upgrade,
+}
+
+/// Writes the client's response head from the upstream's: our own status line, hop-by-hop
+/// fields removed (RFC 9110 §7.6.1), the request id, and our own framing and connection fields.
+fn response_head(out: &mut Vec<u8>, conn: &Conn, request_id: Option<&HeaderValue>, reply: Reply) {
+    let h: &ResponseHead = &conn.head;
+    let b = &conn.buf[..];
+    let at = |(o, l): (u32, u32)| &b[o as usize..(o + l) as usize];
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(h.status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(at(h.reason));
+    out.extend_from_slice(b"\r\n");
+    // Field names listed in `Connection` are hop-by-hop too.
+    let mut listed: [&[u8]; 8] = [&[]; 8];
+    let mut n_listed = 0;
+    for f in &h.fields {
+        if at(f.name).eq_ignore_ascii_case(b"connection") {
+            for t in at(f.value).split(|&c| c == b',') {
+                if n_listed < listed.len() {
+                    listed[n_listed] = t.trim_ascii();
+                    n_listed += 1;
+                }
+            }
+        }
+    }
+    let framing = h.framing(false);
+    let upgrade = reply == Reply::Upgrade;
+    for f in &h.fields {
+        let name = at(f.name);
+        let drop = match name.len() {
+            2 => name.eq_ignore_ascii_case(b"te"),
+            7 => {
+                name.eq_ignore_ascii_case(b"trailer")
+                    || (!upgrade && name.eq_ignore_ascii_case(b"upgrade"))
+            }
+            10 => {
+                name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive")
+            }
+            12 => request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"),
+            14 => h.has_te && name.eq_ignore_ascii_case(b"content-length"),
+            16 => name.eq_ignore_ascii_case(b"proxy-connection"),
+            17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+            _ => false,
+        } || listed[..n_listed].iter().any(|t| {
+            t.eq_ignore_ascii_case(name) && !(upgrade && t.eq_ignore_ascii_case(b"upgrade"))
+        });
+        if !drop {
+            put_field(out, name, at(f.value));
+        }
+    }
+    if framing == Framing::Chunked && reply != Reply::Close {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if framing == Framing::Chunked {
+        // Passed through to an HTTP/1.1 client that stays, decoded for one that does not.
+    }
+    if let Some(id) = request_id {
+        put_field(out, b"x-request-id", id.as_bytes());
+    }
+    match reply {
+        Reply::KeepAlive => {}
+        Reply::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Reply::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Reply::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    let n = n.min(999);
+    [
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
+}
+
+/// Streams the response body after `head` (already in `down_head`) to the client. `Ok(true)`:
+/// the upstream connection ended cleanly at the message's end and may be reused.
+async fn forward_body(
+    down: &mut TcpStream,
+    conn: &mut Conn,
+    down_head: &[u8],
+    framing: Framing,
+    decode: bool,
+) -> Result<bool, ()> {
+    let Conn { io: up, buf, .. } = conn;
+    let mut head = Some(down_head);
+    match framing {
+        Framing::None => {
+            write2(down, head.take(), &[]).await?;
+            Ok(buf.is_empty())
+        }
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                write2(down, head.take(), &buf[..take]).await?;
+                left -= take as u64;
+                if left == 0 {
+                    return Ok(buf.len() == take);
+                }
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Chunked if !decode => {
+            let mut c = Chunked::default();
+            loop {
+                let used = c.feed(buf, |_| {}).map_err(|_| ())?;
+                write2(down, head.take(), &buf[..used]).await?;
+                if c.is_done() {
+                    return Ok(buf.len() == used);
+                }
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Chunked => {
+            write2(down, head.take(), &[]).await?;
+            let mut c = Chunked::default();
+            let mut ranges = Vec::new();
+            loop {
+                ranges.clear();
+                c.feed(buf, |r| ranges.push(r)).map_err(|_| ())?;
+                for r in &ranges {
+                    write2(down, None, &buf[r.clone()]).await?;
+                }
+                if c.is_done() {
+                    return Ok(false);
+                }
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Close => loop {
+            write2(down, head.take(), buf).await?;
+            buf.clear();
+            if buf.capacity() < READ_BUF / 2 {
+                buf.reserve(READ_BUF);
+            }
+            match up.read_buf(buf).await {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(_) => return Err(()),
+            }
+        },
+    }
+}
+
+/// Writes an optional head and some body bytes to the client, in one system call when it can.
+async fn write2(down: &mut TcpStream, head: Option<&[u8]>, data: &[u8]) -> Result<(), ()> {
+    let parts = [IoSlice::new(head.unwrap_or(&[])), IoSlice::new(data)];
+    write_all_vectored(down, parts).await.map_err(|_| ())
+}
+
+/// Replaces `buf`'s (forwarded) content with the next bytes from the upstream; end of stream
+/// mid-body is an error.
+async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ()> {
+    buf.clear();
+    if buf.capacity() < READ_BUF / 2 {
+        buf.reserve(READ_BUF);
+    }
+    match up.read_buf(buf).await {
+        Ok(0) | Err(_) => Err(()),
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn error_reply(
+    io: &mut TcpStream,
+    e: &ProxyError,
+    request_id: Option<&HeaderValue>,
+    close: bool,
+    head_request: bool,
+) -> Next {
+    match write_synthetic(io, e, request_id, close, head_request).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Writes the gateway's own JSON answer for `e`.
+async fn write_synthetic(
+    io: &mut TcpStream,
+    e: &ProxyError,
+    request_id: Option<&HeaderValue>,
+    close: bool,
+    head_request: bool,
+) -> std::io::Result<()> {
+    let resp = respond(e, request_id);
+    let body = match resp.body() {
+        super::ResponseBody::Full(Some(b)) => b.clone(),
+        _ => Bytes::new(),
+    };
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        resp.status()
+            .canonical_reason()
+            .unwrap_or("Error")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    put_field(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    put_field(&mut out, b"date", date.as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let body: &[u8] = if head_request { &[] } else { &body };
+    write_all_vectored(io, [IoSlice::new(&out), IoSlice::new(body)]).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_body_only_when_complete() {
+        assert_eq!(whole_body(b"", Framing::None), Some(0));
+        assert_eq!(whole_body(b"abcdef", Framing::Length(3)), Some(3));
+        assert_eq!(whole_body(b"ab", Framing::Length(3)), None);
+        assert_eq!(
+            whole_body(b"1\r\na\r\n0\r\n\r\nGET", Framing::Chunked),
+            Some(11)
+        );
+        assert_eq!(whole_body(b"1\r\na\r\n", Framing::Chunked), None);
+    }
+
+    #[test]
+    fn status_digits() {
+        assert_eq!(&itoa3(204), b"204");
+        assert_eq!(&itoa3(101), b"101");
+    }
+}

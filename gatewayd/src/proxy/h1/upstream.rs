@@ -1,0 +1,344 @@
+//! Upstream HTTP/1.1 connections driven by the downstream connection's own task: no connection
+//! task, no channel, no second wake-up per request. One pool per worker (no lock shared between
+//! workers), bounded per endpoint by the service's `max_idle_per_endpoint`.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Buf as _, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::chunked::Chunked;
+use super::head::{Framing, ResponseHead};
+use crate::proxy::client::SendError;
+use crate::proxy::error::ProxyError;
+use crate::proxy::Answer;
+
+/// Read buffer size of a connection (grown while a head does not fit).
+pub const READ_BUF: usize = 16 * 1024;
+
+/// One upstream connection and its read buffer.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub io: TcpStream,
+    /// Bytes read and not yet forwarded.
+    pub buf: BytesMut,
+    /// The last response head read on it.
+    pub head: ResponseHead,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+/// A worker's idle upstream HTTP/1.1 connections, by endpoint.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+impl Pool {
+    /// The most recently used connection to `addr` within its idle timeout; with `probe`, only
+    /// one the upstream has not closed (costs a system call).
+    fn checkout(&self, addr: SocketAddr, probe: bool) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        let mut now = None;
+        while let Some(c) = list.pop() {
+            let now = *now.get_or_insert_with(Instant::now);
+            if now.saturating_duration_since(c.since) <= c.idle_timeout
+                && (!probe || is_open(&c.conn.io))
+            {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request to `addr` (dropped, so closed, when the pool is full).
+    pub fn give_back(
+        &self,
+        addr: SocketAddr,
+        mut conn: Conn,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) {
+        conn.buf.clear();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        if list.len() < max_idle {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+                idle_timeout,
+                max_idle,
+            });
+        }
+    }
+
+    /// Closes connections past their idle timeout or closed by the upstream.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| {
+                is_open(&c.conn.io) && now.saturating_duration_since(c.since) <= c.idle_timeout
+            });
+            list.truncate(list.first().map_or(0, |c| c.max_idle));
+            !list.is_empty()
+        });
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// False when an idle connection is readable: end of stream, a reset or stray bytes, each of
+/// which makes it unusable.
+fn is_open(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The downstream side of a request body: what is buffered and the socket the rest comes from.
+#[derive(Debug)]
+pub struct Downstream<'a> {
+    /// The client connection.
+    pub io: &'a mut TcpStream,
+    /// Bytes read from the client after the request head.
+    pub buf: &'a mut BytesMut,
+    /// Send `100 Continue` before reading the body from the socket.
+    pub expect_continue: bool,
+}
+
+/// One request ready for the upstream.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The serialized request head.
+    pub head: &'a [u8],
+    /// How the request body is delimited.
+    pub framing: Framing,
+    /// Bytes of `down.buf` that are the whole body, when it is all there (so it can be sent
+    /// again on another connection).
+    pub buffered: Option<usize>,
+    /// Where the body comes from.
+    pub down: Downstream<'a>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// A response head received from the upstream, with the connection it came on.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The connection; `conn.head` is the parsed head, `conn.buf` starts with it.
+    pub conn: Conn,
+    /// The endpoint it goes to.
+    pub addr: SocketAddr,
+}
+
+impl Answer for Exchange {
+    fn status(&self) -> u16 {
+        self.conn.head.status
+    }
+}
+
+/// Sends `out` to `addr` on a pooled connection (or a new one; always a new one without a pool)
+/// and reads the response head. A pooled connection that the upstream had closed is replaced
+/// transparently when the request can be sent again (no body, or all of it buffered); a failed
+/// connect gives the request back.
+pub async fn exchange<'a>(
+    pool: Option<&Pool>,
+    addr: SocketAddr,
+    mut out: Outgoing<'a>,
+) -> Result<Exchange, SendError<Outgoing<'a>>> {
+    loop {
+        // A streamed body cannot be sent twice: only take a connection that looks alive.
+        let probe = out.buffered.is_none();
+        let (mut conn, reused) = match pool.and_then(|p| p.checkout(addr, probe)) {
+            Some(c) => (c, true),
+            None => match connect(addr, out.connect_timeout).await {
+                Ok(c) => (c, false),
+                Err(e) => return Err(SendError::NotSent(Box::new(out), e)),
+            },
+        };
+        let sent = match out.buffered {
+            Some(n) => {
+                let parts = [IoSlice::new(out.head), IoSlice::new(&out.down.buf[..n])];
+                write_all_vectored(&mut conn.io, parts).await
+            }
+            None => match send_streamed(&mut conn.io, &mut out).await {
+                Ok(()) => Ok(()),
+                Err(e) => return Err(SendError::Failed(e)),
+            },
+        };
+        let got = match sent {
+            Ok(()) => read_head(&mut conn).await,
+            Err(e) => Err(HeadError::Nothing(e.to_string())),
+        };
+        match got {
+            Ok(()) => {
+                if let Some(n) = out.buffered {
+                    out.down.buf.advance(n);
+                }
+                return Ok(Exchange { conn, addr });
+            }
+            // Closed while idle in the pool: the request never reached a live connection.
+            Err(HeadError::Nothing(_)) if reused && out.buffered.is_some() => continue,
+            Err(HeadError::Nothing(reason)) => {
+                return Err(SendError::Failed(ProxyError::UpstreamBroken {
+                    addr,
+                    reason: format!("connection closed before the response: {reason}"),
+                }))
+            }
+            Err(HeadError::Broken(reason)) => {
+                return Err(SendError::Failed(ProxyError::UpstreamBroken {
+                    addr,
+                    reason: reason.into(),
+                }))
+            }
+        }
+    }
+}
+
+/// Opens a connection to `addr`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
+    let io = crate::proxy::client::connect_tcp(addr, timeout).await?;
+    Ok(Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_BUF),
+        head: ResponseHead::default(),
+    })
+}
+
+/// Writes the head and streams the body from the client; the body is consumed as it goes.
+async fn send_streamed(up: &mut TcpStream, out: &mut Outgoing<'_>) -> Result<(), ProxyError> {
+    let addr = up_addr(up);
+    let broken = |e: std::io::Error| ProxyError::UpstreamBroken {
+        addr,
+        reason: e.to_string(),
+    };
+    let down = &mut out.down;
+    let mut chunked = Chunked::default();
+    let mut left = match out.framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut head = Some(out.head);
+    loop {
+        let avail = down.buf.len();
+        let take = match out.framing {
+            Framing::Chunked => chunked
+                .feed(&down.buf[..], |_| {})
+                .map_err(|e| ProxyError::ClientClosed(e.0))?,
+            _ => usize::try_from(left).unwrap_or(usize::MAX).min(avail),
+        };
+        let parts = [
+            IoSlice::new(head.take().unwrap_or(&[])),
+            IoSlice::new(&down.buf[..take]),
+        ];
+        write_all_vectored(up, parts).await.map_err(broken)?;
+        down.buf.advance(take);
+        if out.framing != Framing::Chunked {
+            left -= take as u64;
+        }
+        let done = match out.framing {
+            Framing::Chunked => chunked.is_done(),
+            _ => left == 0,
+        };
+        if done {
+            return Ok(());
+        }
+        if std::mem::take(&mut down.expect_continue) {
+            down.io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| ProxyError::ClientClosed("write failed"))?;
+        }
+        if down.buf.capacity() - down.buf.len() < READ_BUF / 2 {
+            down.buf.reserve(READ_BUF);
+        }
+        match down.io.read_buf(down.buf).await {
+            Ok(0) | Err(_) => return Err(ProxyError::ClientClosed("connection closed")),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn up_addr(io: &TcpStream) -> SocketAddr {
+    io.peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+enum HeadError {
+    /// Not one byte of a response arrived.
+    Nothing(String),
+    /// A partial or malformed response.
+    Broken(&'static str),
+}
+
+/// Reads the response head into `conn.head`, skipping interim (1xx) responses but `101`.
+async fn read_head(conn: &mut Conn) -> Result<(), HeadError> {
+    let mut got_any = false;
+    loop {
+        if !conn.buf.is_empty() {
+            got_any = true;
+            match conn.head.parse(&conn.buf) {
+                Ok(true) => {
+                    let s = conn.head.status;
+                    if (100..200).contains(&s) && s != 101 {
+                        conn.buf.advance(conn.head.len);
+                        continue;
+                    }
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(HeadError::Broken(e)),
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < READ_BUF / 4 {
+            conn.buf.reserve(READ_BUF);
+        }
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) if got_any => return Err(HeadError::Broken("response head cut short")),
+            Ok(0) => return Err(HeadError::Nothing("end of stream".into())),
+            Ok(_) => {}
+            Err(e) if got_any => {
+                let _ = e;
+                return Err(HeadError::Broken("connection failed mid-head"));
+            }
+            Err(e) => return Err(HeadError::Nothing(e.to_string())),
+        }
+    }
+}
+
+/// `write_all` for several buffers, with as few system calls as the socket allows.
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut parts: [IoSlice<'_>; 2],
+) -> std::io::Result<()> {
+    let mut slices = &mut parts[..];
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        let n = w.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
