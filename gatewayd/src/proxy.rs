@@ -263,6 +263,7 @@ impl<A: Answer, R> Answer for (A, R) {
 /// Sends `req` to the service's endpoints: balance, retry what was never sent on another
 /// endpoint, feed outlier detection and latency estimates, all within the route's timeout.
 /// `send` carries one attempt over whatever transport the caller uses.
+/// `deadline` resolves when the route's timeout (from `start`) has passed.
 pub(crate) async fn attempts<Q, A, F, Fut>(
     w: &Worker,
     route: &RouteRuntime,
@@ -270,6 +271,7 @@ pub(crate) async fn attempts<Q, A, F, Fut>(
     start: Instant,
     mut req: Q,
     mut send: F,
+    deadline: impl std::future::Future<Output = ()>,
 ) -> Result<(A, Instant), ProxyError>
 where
     A: Answer,
@@ -346,9 +348,10 @@ where
             }
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => {
+    tokio::select! {
+        biased;
+        r = attempt => r,
+        () = deadline => {
             let ei = trying.load(Relaxed);
             if ei != usize::MAX {
                 blame(ei, Outcome::Failure, now_nanos());
@@ -381,7 +384,7 @@ async fn handle_inner(
     };
     prepare(&mut req, route, conn, proto, upgrade, Policies::of(snap))?;
 
-    let ((mut resp, ret), answered) = attempts(w, route, svc, start, req, |addr, req| async move {
+    let send = |addr, req| async move {
         if upgrade {
             w.upstreams
                 .send_upgrade(addr, &svc.config, req)
@@ -391,8 +394,9 @@ async fn handle_inner(
         } else {
             w.upstreams.send(addr, &svc.config, req).await
         }
-    })
-    .await?;
+    };
+    let deadline = tokio::time::sleep_until(start + route.config.timeout);
+    let ((mut resp, ret), answered) = attempts(w, route, svc, start, req, send, deadline).await?;
     reached.answered = Some(answered);
     if let (Some(down), true) = (
         downstream_upgrade,
@@ -503,10 +507,14 @@ pub(crate) fn prepare<B>(
     match proto {
         UpstreamProtocol::Http1 => {
             *req.version_mut() = http::Version::HTTP_11;
-            if let Some(host) = host {
-                req.headers_mut().insert(http::header::HOST, host);
-            } else {
+            let Some(host) = host else {
                 return Err(ProxyError::BadRequest("missing Host header"));
+            };
+            // One `Host` already (the usual case) is left as it is: re-inserting costs a lookup.
+            let h = req.headers_mut();
+            let mut hosts = h.get_all(http::header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                h.insert(http::header::HOST, host);
             }
         }
         UpstreamProtocol::H2c => {

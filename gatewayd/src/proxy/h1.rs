@@ -47,8 +47,9 @@ pub(crate) enum Next {
     Handover(Bytes),
 }
 
+#[allow(clippy::large_enum_variant)] // returned once per request: a box would be an allocation
 enum Read {
-    Head(Box<RequestHead>),
+    Head(RequestHead),
     Http2,
     Closed,
     Bad(ProxyError),
@@ -59,6 +60,50 @@ enum Read {
 struct Scratch {
     up: Vec<u8>,
     down: Vec<u8>,
+    offsets: Vec<(u32, u32, u32, u32)>,
+}
+
+/// A deadline that costs no timer-wheel insert and remove per request: moving it later is free
+/// until the timer armed for an earlier deadline fires, which then re-arms once. A connection
+/// with back-to-back requests touches the timer wheel about once per timeout period.
+#[derive(Debug)]
+pub(crate) struct LazyDeadline {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LazyDeadline {
+    /// A timer first armed at `at`.
+    pub(crate) fn new(at: Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// Resolves once `deadline` has passed (never before).
+    pub(crate) async fn until(&mut self, deadline: Instant) {
+        loop {
+            if self.sleep.deadline() > deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            (&mut self.sleep).await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// The connection's timers and its view of the worker's shutdown.
+struct Timers<'a, S> {
+    /// Request-head and keep-alive deadline.
+    idle: LazyDeadline,
+    /// Route timeouts.
+    route: LazyDeadline,
+    /// When the connection was last busy (a request started or a response ended).
+    last: Instant,
+    /// Resolves when the worker stops.
+    stop: std::pin::Pin<&'a mut S>,
 }
 
 /// Serves one client connection. Returns the socket (with the bytes already read from it) when
@@ -71,9 +116,20 @@ pub(crate) async fn serve(
 ) -> Option<(TcpStream, Bytes)> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut scratch = Scratch::default();
+    let mut stop_rx = shutdown.clone();
+    let stop = stopped(&mut stop_rx);
+    tokio::pin!(stop);
+    let now = Instant::now();
+    let mut t = Timers {
+        idle: LazyDeadline::new(now + HEAD_TIMEOUT),
+        route: LazyDeadline::new(now + HEAD_TIMEOUT),
+        last: now,
+        stop,
+    };
     let mut first = true;
     loop {
-        let head = match read_request(&mut io, &mut buf, shutdown, first).await {
+        let head = match read_request(&mut io, &mut buf, &mut scratch.offsets, &mut t, first).await
+        {
             Read::Head(h) => h,
             Read::Http2 => return Some((io, buf.split().freeze())),
             Read::Closed => return None,
@@ -84,7 +140,18 @@ pub(crate) async fn serve(
             }
         };
         first = false;
-        match request(&mut io, &mut buf, *head, info, w, shutdown, &mut scratch).await {
+        let next = request(
+            &mut io,
+            &mut buf,
+            head,
+            info,
+            w,
+            shutdown,
+            &mut scratch,
+            &mut t,
+        )
+        .await;
+        match next {
             Next::KeepAlive => {}
             Next::Close => {
                 let _ = io.shutdown().await;
@@ -95,20 +162,22 @@ pub(crate) async fn serve(
     }
 }
 
-async fn read_request(
+async fn read_request<S: std::future::Future>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
-    shutdown: &mut watch::Receiver<bool>,
+    offsets: &mut Vec<(u32, u32, u32, u32)>,
+    t: &mut Timers<'_, S>,
     first: bool,
 ) -> Read {
+    let deadline = t.last + HEAD_TIMEOUT;
     loop {
         if first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
             if buf.len() >= PREFACE.len() {
                 return Read::Http2;
             }
         } else {
-            match head::parse_request(buf) {
-                Ok(Some(h)) => return Read::Head(Box::new(h)),
+            match head::parse_request(buf, offsets) {
+                Ok(Some(h)) => return Read::Head(h),
                 Ok(None) => {}
                 Err(e) => return Read::Bad(e),
             }
@@ -116,20 +185,17 @@ async fn read_request(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_BUF);
         }
+        // Between requests a stopping worker closes the connection; mid-head it waits.
         let idle = buf.is_empty();
-        let read = tokio::time::timeout(HEAD_TIMEOUT, io.read_buf(buf));
-        let r = if idle {
-            tokio::select! {
-                biased;
-                r = read => r,
-                _ = stopped(shutdown) => return Read::Closed,
-            }
-        } else {
-            read.await
+        let r = tokio::select! {
+            biased;
+            r = io.read_buf(buf) => r,
+            () = t.idle.until(deadline) => return Read::Closed,
+            _ = t.stop.as_mut(), if idle => return Read::Closed,
         };
         match r {
-            Ok(Ok(0) | Err(_)) | Err(_) => return Read::Closed,
-            Ok(Ok(_)) => {}
+            Ok(0) | Err(_) => return Read::Closed,
+            Ok(_) => {}
         }
     }
 }
@@ -149,7 +215,7 @@ fn whole_body(buf: &[u8], framing: Framing) -> Option<usize> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn request(
+async fn request<S: std::future::Future>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     mut head: RequestHead,
@@ -157,8 +223,10 @@ async fn request(
     w: &Worker,
     shutdown: &watch::Receiver<bool>,
     s: &mut Scratch,
+    t: &mut Timers<'_, S>,
 ) -> Next {
     let start = Instant::now();
+    t.last = start;
     let snap = w.snapshot.load_full();
     let pol = Policies::of(&snap);
     let request_id = pol
@@ -228,13 +296,13 @@ async fn request(
             expect_continue: head.expect_continue,
         },
         connect_timeout: svc.config.connect_timeout,
+        now: start,
     };
     // A protocol switch takes its upstream connection for good: never from or to the pool.
     let pool = (!upgrade).then(|| w.upstreams.raw());
-    let sent = attempts(w, route, svc, start, out, |addr, out| {
-        upstream::exchange(pool, addr, out)
-    })
-    .await;
+    let send = |addr, out| upstream::exchange(pool, addr, out);
+    let deadline = t.route.until(start + route.config.timeout);
+    let sent = attempts(w, route, svc, start, out, send, deadline).await;
     let (ex, answered) = match sent {
         Ok(x) => x,
         Err(e) => {
@@ -243,6 +311,7 @@ async fn request(
         }
     };
     reached.answered = Some(answered);
+    t.last = answered;
     let upstream::Exchange { mut conn, addr } = ex;
     let status = conn.head.status;
     record(status, &reached, log.take());
@@ -276,13 +345,21 @@ async fn request(
     let head_len = conn.head.len;
     conn.buf.advance(head_len);
     match forward_body(io, &mut conn, &s.down, framing, decode).await {
-        Ok(true) if !upgrade && !conn.head.close => w.upstreams.raw().give_back(
-            addr,
-            conn,
-            svc.config.max_idle_per_endpoint,
-            svc.config.idle_timeout,
-        ),
-        Ok(_) => {}
+        Ok(Forwarded { reusable, waited }) => {
+            if waited {
+                // A long body: the idle clock starts when it ended, not when the head came.
+                t.last = Instant::now();
+            }
+            if reusable && !upgrade && !conn.head.close {
+                w.upstreams.raw().give_back(
+                    addr,
+                    conn,
+                    svc.config.max_idle_per_endpoint,
+                    svc.config.idle_timeout,
+                    answered,
+                );
+            }
+        }
         Err(()) => return Next::Close,
     }
     if closing {
@@ -381,14 +458,34 @@ fn itoa3(n: u16) -> [u8; 3] {
     ]
 }
 
-/// Streams the response body after `head` (already in `down_head`) to the client. `Ok(true)`:
-/// the upstream connection ended cleanly at the message's end and may be reused.
+/// How a response body went.
+struct Forwarded {
+    /// The upstream connection ended cleanly at the message's end and may be reused.
+    reusable: bool,
+    /// More than the first read was needed (the body took time).
+    waited: bool,
+}
+
+/// Streams the response body after `head` (already in `down_head`) to the client.
 async fn forward_body(
     down: &mut TcpStream,
     conn: &mut Conn,
     down_head: &[u8],
     framing: Framing,
     decode: bool,
+) -> Result<Forwarded, ()> {
+    let mut waited = false;
+    let reusable = forward_body_inner(down, conn, down_head, framing, decode, &mut waited).await?;
+    Ok(Forwarded { reusable, waited })
+}
+
+async fn forward_body_inner(
+    down: &mut TcpStream,
+    conn: &mut Conn,
+    down_head: &[u8],
+    framing: Framing,
+    decode: bool,
+    waited: &mut bool,
 ) -> Result<bool, ()> {
     let Conn { io: up, buf, .. } = conn;
     let mut head = Some(down_head);
@@ -406,6 +503,7 @@ async fn forward_body(
                 if left == 0 {
                     return Ok(buf.len() == take);
                 }
+                *waited = true;
                 refill(up, buf).await?;
             }
         }
@@ -417,6 +515,7 @@ async fn forward_body(
                 if c.is_done() {
                     return Ok(buf.len() == used);
                 }
+                *waited = true;
                 refill(up, buf).await?;
             }
         }
@@ -433,11 +532,13 @@ async fn forward_body(
                 if c.is_done() {
                     return Ok(false);
                 }
+                *waited = true;
                 refill(up, buf).await?;
             }
         }
         Framing::Close => loop {
             write2(down, head.take(), buf).await?;
+            *waited = true;
             buf.clear();
             if buf.capacity() < READ_BUF / 2 {
                 buf.reserve(READ_BUF);

@@ -2,6 +2,8 @@
 //! upstream response heads parsed into offsets of the connection's buffer, and the framing rules
 //! of RFC 9112 §6.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
@@ -43,10 +45,13 @@ pub struct RequestHead {
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete. On success the head's
 /// bytes are split off `buf`, which keeps what follows (body, pipelined requests).
-pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, ProxyError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut slots);
-    let len = match parsed.parse(buf) {
+pub fn parse_request(
+    buf: &mut BytesMut,
+    offsets: &mut Vec<(u32, u32, u32, u32)>,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(ProxyError::HeadTooLarge(MAX_HEAD))
@@ -62,7 +67,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, ProxyErr
         return Err(ProxyError::HeadTooLarge(MAX_HEAD));
     }
     let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| ProxyError::BadRequest("invalid method"))?;
     let target = at(parsed.path.unwrap_or("").as_bytes());
@@ -71,18 +76,20 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, ProxyErr
     } else {
         Version::HTTP_11
     };
-    let mut offsets = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (slot, h) in offsets.iter_mut().zip(parsed.headers.iter()) {
+    offsets.clear();
+    offsets.extend(parsed.headers.iter().map(|h| {
         let (no, nl) = at(h.name.as_bytes());
         let (vo, vl) = at(h.value);
-        *slot = (no, nl, vo, vl);
-    }
+        (no, nl, vo, vl)
+    }));
+    let count = offsets.len();
     let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+    let target = target.0 as usize..(target.0 + target.1) as usize;
+    let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(count);
-    for &(no, nl, vo, vl) in &offsets[..count] {
+    for &(no, nl, vo, vl) in offsets.iter() {
+        let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[no..no + nl])
             .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
         let value = header_value(&head, vo, vl)?;
@@ -223,9 +230,13 @@ impl ResponseHead {
     /// Parses the head at the start of `buf` into `self` (reusing its field list).
     /// `Ok(false)`: incomplete.
     pub fn parse(&mut self, buf: &[u8]) -> Result<bool, &'static str> {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(buf) {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err("response head too large")
@@ -335,7 +346,7 @@ mod tests {
     use super::*;
 
     fn req(raw: &[u8]) -> Result<Option<RequestHead>, ProxyError> {
-        parse_request(&mut BytesMut::from(raw))
+        parse_request(&mut BytesMut::from(raw), &mut Vec::new())
     }
 
     #[test]
@@ -343,7 +354,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcGET"[..],
         );
-        let h = parse_request(&mut buf).unwrap().unwrap();
+        let h = parse_request(&mut buf, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(h.req.method(), Method::POST);
         assert_eq!(h.req.uri(), "/a?b=1");
         assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);

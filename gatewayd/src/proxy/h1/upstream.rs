@@ -3,6 +3,7 @@
 //! workers), bounded per endpoint by the service's `max_idle_per_endpoint`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -44,18 +45,61 @@ struct Idle {
 /// A worker's idle upstream HTTP/1.1 connections, by endpoint.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+}
+
+/// A multiply-rotate hash (FxHash's): the keys are our own endpoints, not attacker input, and
+/// SipHash would be a measurable share of a request here.
+#[derive(Debug, Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl AddrHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 impl Pool {
     /// The most recently used connection to `addr` within its idle timeout; with `probe`, only
     /// one the upstream has not closed (costs a system call).
-    fn checkout(&self, addr: SocketAddr, probe: bool) -> Option<Conn> {
+    fn checkout(&self, addr: SocketAddr, probe: bool, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
-        let mut now = None;
         while let Some(c) = list.pop() {
-            let now = *now.get_or_insert_with(Instant::now);
             if now.saturating_duration_since(c.since) <= c.idle_timeout
                 && (!probe || is_open(&c.conn.io))
             {
@@ -65,13 +109,15 @@ impl Pool {
         None
     }
 
-    /// Keeps `conn` for the next request to `addr` (dropped, so closed, when the pool is full).
+    /// Keeps `conn` for the next request to `addr` (dropped, so closed, when the pool is full);
+    /// `now` is about now (the idle timeout counts from it).
     pub fn give_back(
         &self,
         addr: SocketAddr,
         mut conn: Conn,
         max_idle: usize,
         idle_timeout: Duration,
+        now: Instant,
     ) {
         conn.buf.clear();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,7 +125,7 @@ impl Pool {
         if list.len() < max_idle {
             list.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: now,
                 idle_timeout,
                 max_idle,
             });
@@ -140,6 +186,8 @@ pub struct Outgoing<'a> {
     pub down: Downstream<'a>,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// The request's start (saves a clock read for the pool's idle check).
+    pub now: Instant,
 }
 
 /// A response head received from the upstream, with the connection it came on.
@@ -169,7 +217,7 @@ pub async fn exchange<'a>(
     loop {
         // A streamed body cannot be sent twice: only take a connection that looks alive.
         let probe = out.buffered.is_none();
-        let (mut conn, reused) = match pool.and_then(|p| p.checkout(addr, probe)) {
+        let (mut conn, reused) = match pool.and_then(|p| p.checkout(addr, probe, out.now)) {
             Some(c) => (c, true),
             None => match connect(addr, out.connect_timeout).await {
                 Ok(c) => (c, false),
