@@ -19,6 +19,7 @@ pub mod config;
 pub mod consul;
 pub mod demo;
 pub mod events;
+pub mod fxhash;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub services: Vec<Arc<ServiceRuntime>>,
     /// Service name → index.
     pub service_index: HashMap<String, usize>,
+    /// Some route matches on a header, or some split reads a header or cookie: requests need
+    /// their full header map to be routed (otherwise only `Host` is looked at).
+    pub needs_headers: bool,
 }
 
 /// A route ready to serve.
@@ -239,13 +242,16 @@ impl Snapshot {
             .collect();
         inp.metrics
             .retain(|route, backend| live.contains(&(route, backend)));
+        let table = RouteTable::new(&config.routes);
+        let needs_headers = table.reads_headers() || routes.iter().any(|r| r.split.reads_headers());
         Self {
             generation,
             config: config.clone(),
-            table: RouteTable::new(&config.routes),
+            table,
             routes,
             services,
             service_index,
+            needs_headers,
         }
     }
 

@@ -58,6 +58,11 @@ impl Split {
         &self.weights
     }
 
+    /// True when choosing reads a header or cookie (cohorts, stickiness).
+    pub fn reads_headers(&self) -> bool {
+        !self.cohorts.is_empty() || self.sticky.is_some()
+    }
+
     /// Picks a backend for `req`. `usable(i)` says whether backend `i` has endpoints to send to.
     pub fn choose<B, R: Rng + ?Sized>(
         &self,

@@ -10,6 +10,7 @@ mod head;
 mod rewind;
 pub(crate) mod upstream;
 
+use std::borrow::Cow;
 use std::io::IoSlice;
 use std::time::Duration;
 
@@ -21,15 +22,15 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::chunked::Chunked;
-use self::head::{put_field, Framing, RequestHead, ResponseHead};
+use self::head::{put_field, Field, Framing, Kind, RequestHead, ResponseHead};
 pub(crate) use self::rewind::Rewind;
 use self::upstream::{write_all_vectored, Conn, Downstream, Outgoing, READ_BUF};
 use super::error::{respond, ProxyError};
 use super::{
-    attempts, finish, headers, prepare, select, stopped, with_rng, ConnInfo, LogLine, Policies,
-    Reached, Worker,
+    attempts, finish, select, stopped, with_rng, ConnInfo, LogLine, Policies, Reached, Worker,
 };
-use crate::config::UpstreamProtocol;
+use crate::config::{PathMatch, UpstreamProtocol};
+use crate::route::rewrite_path;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -60,7 +61,7 @@ enum Read {
 struct Scratch {
     up: Vec<u8>,
     down: Vec<u8>,
-    offsets: Vec<(u32, u32, u32, u32)>,
+    fields: Vec<Field>,
 }
 
 /// A deadline that costs no timer-wheel insert and remove per request: moving it later is free
@@ -128,8 +129,7 @@ pub(crate) async fn serve(
     };
     let mut first = true;
     loop {
-        let head = match read_request(&mut io, &mut buf, &mut scratch.offsets, &mut t, first).await
-        {
+        let head = match read_request(&mut io, &mut buf, &mut scratch.fields, &mut t, first).await {
             Read::Head(h) => h,
             Read::Http2 => return Some((io, buf.split().freeze())),
             Read::Closed => return None,
@@ -165,7 +165,7 @@ pub(crate) async fn serve(
 async fn read_request<S: std::future::Future>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
-    offsets: &mut Vec<(u32, u32, u32, u32)>,
+    fields: &mut Vec<Field>,
     t: &mut Timers<'_, S>,
     first: bool,
 ) -> Read {
@@ -176,7 +176,7 @@ async fn read_request<S: std::future::Future>(
                 return Read::Http2;
             }
         } else {
-            match head::parse_request(buf, offsets) {
+            match head::parse_request(buf, fields) {
                 Ok(Some(h)) => return Read::Head(h),
                 Ok(None) => {}
                 Err(e) => return Read::Bad(e),
@@ -229,13 +229,17 @@ async fn request<S: std::future::Future>(
     t.last = start;
     let snap = w.snapshot.load_full();
     let pol = Policies::of(&snap);
-    let request_id = pol
+    let id = pol
         .request_id
-        .then(|| with_rng(|rng| headers::request_id(head.req.headers_mut(), rng)));
+        .then(|| with_rng(|rng| head::request_id(&head, &s.fields, rng)));
+    let (request_id, new_request_id) = match id {
+        Some((v, generated)) => (Some(v.clone()), generated.then_some(v)),
+        None => (None, None),
+    };
     let mut reached = Reached::default();
     let client_http10 = head.req.version() == Version::HTTP_10;
     let head_request = head.req.method() == Method::HEAD;
-    let upgrade = !client_http10 && headers::is_upgrade(head.req.headers());
+    let upgrade = head.upgrade;
     let body_pending = head.framing != Framing::None;
     let mut log = LogLine::capture(w, &head.req);
     let record = |status: u16, reached: &Reached, log: Option<LogLine>| {
@@ -255,6 +259,12 @@ async fn request<S: std::future::Future>(
         record(e.status().as_u16(), reached, log);
     };
     let close_after_error = !head.keep_alive || body_pending;
+    if snap.needs_headers {
+        if let Err(e) = head.fill_headers(&s.fields) {
+            fail(&e, &reached, log.take());
+            return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
+        }
+    }
     let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
         Ok(x) => x,
         Err(e) => {
@@ -274,18 +284,27 @@ async fn request<S: std::future::Future>(
         return Next::Handover(pre.freeze());
     }
     backend.metrics.shard(w.id).start();
-    if let Err(e) = prepare(
-        &mut head.req,
-        route,
-        info,
-        UpstreamProtocol::Http1,
-        upgrade,
-        pol,
-    ) {
+    let uri = head.req.uri();
+    let target = match (&route.config.rewrite, &route.config.path) {
+        (Some(rw), PathMatch::Prefix(prefix)) => {
+            let path = rewrite_path(rw, prefix, uri.path());
+            match uri.query() {
+                Some(q) => Cow::Owned(format!("{path}?{q}")),
+                None => path,
+            }
+        }
+        _ => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    };
+    let add = head::Additions {
+        target: &target,
+        forwarded_for: pol.forwarded_headers.then(|| info.peer.ip()),
+        https: info.tls,
+        new_request_id: new_request_id.as_ref(),
+    };
+    if let Err(e) = head::write_upstream_head(&mut s.up, &head, &s.fields, &add) {
         fail(&e, &reached, log.take());
         return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
     }
-    head::write_request(&mut s.up, &head.req, head.framing);
     let out = Outgoing {
         head: &s.up,
         framing: head.framing,
@@ -316,7 +335,13 @@ async fn request<S: std::future::Future>(
     let status = conn.head.status;
     record(status, &reached, log.take());
     if upgrade && status == 101 {
-        response_head(&mut s.down, &conn, request_id.as_ref(), Reply::Upgrade);
+        response_head(
+            &mut s.down,
+            &conn,
+            request_id.as_ref(),
+            Reply::Upgrade,
+            false,
+        );
         let Conn {
             io: mut up,
             buf: mut early,
@@ -341,7 +366,8 @@ async fn request<S: std::future::Future>(
         (false, true) => Reply::KeepAlive10,
         (false, false) => Reply::KeepAlive,
     };
-    response_head(&mut s.down, &conn, request_id.as_ref(), reply);
+    let chunked = framing == Framing::Chunked && !decode;
+    response_head(&mut s.down, &conn, request_id.as_ref(), reply, chunked);
     let head_len = conn.head.len;
     conn.buf.advance(head_len);
     match forward_body(io, &mut conn, &s.down, framing, decode).await {
@@ -384,58 +410,52 @@ enum Reply {
 
 /// Writes the client's response head from the upstream's: our own status line, hop-by-hop
 /// fields removed (RFC 9110 §7.6.1), the request id, and our own framing and connection fields.
-fn response_head(out: &mut Vec<u8>, conn: &Conn, request_id: Option<&HeaderValue>, reply: Reply) {
+fn response_head(
+    out: &mut Vec<u8>,
+    conn: &Conn,
+    request_id: Option<&HeaderValue>,
+    reply: Reply,
+    chunked: bool,
+) {
     let h: &ResponseHead = &conn.head;
     let b = &conn.buf[..];
-    let at = |(o, l): (u32, u32)| &b[o as usize..(o + l) as usize];
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(h.status).as_slice());
     out.push(b' ');
-    out.extend_from_slice(at(h.reason));
+    out.extend_from_slice(&b[h.reason.0 as usize..(h.reason.0 + h.reason.1) as usize]);
     out.extend_from_slice(b"\r\n");
-    // Field names listed in `Connection` are hop-by-hop too.
-    let mut listed: [&[u8]; 8] = [&[]; 8];
-    let mut n_listed = 0;
-    for f in &h.fields {
-        if at(f.name).eq_ignore_ascii_case(b"connection") {
-            for t in at(f.value).split(|&c| c == b',') {
-                if n_listed < listed.len() {
-                    listed[n_listed] = t.trim_ascii();
-                    n_listed += 1;
-                }
-            }
-        }
-    }
-    let framing = h.framing(false);
     let upgrade = reply == Reply::Upgrade;
+    // Field names listed in `Connection` are hop-by-hop too.
+    let listed = h.fields.iter().any(|f| {
+        f.kind == Kind::Connection
+            && head::tokens(f.value(b)).any(|t| {
+                !(t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"upgrade"))
+            })
+    });
     for f in &h.fields {
-        let name = at(f.name);
-        let drop = match name.len() {
-            2 => name.eq_ignore_ascii_case(b"te"),
-            7 => {
-                name.eq_ignore_ascii_case(b"trailer")
-                    || (!upgrade && name.eq_ignore_ascii_case(b"upgrade"))
-            }
-            10 => {
-                name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"keep-alive")
-            }
-            12 => request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id"),
-            14 => h.has_te && name.eq_ignore_ascii_case(b"content-length"),
-            16 => name.eq_ignore_ascii_case(b"proxy-connection"),
-            17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
+        let drop = match f.kind {
+            Kind::Te
+            | Kind::Trailer
+            | Kind::Connection
+            | Kind::KeepAlive
+            | Kind::ProxyConnection
+            | Kind::TransferEncoding => true,
+            Kind::Upgrade => !upgrade,
+            Kind::RequestId => request_id.is_some(),
+            Kind::ContentLength => h.has_te,
             _ => false,
-        } || listed[..n_listed].iter().any(|t| {
-            t.eq_ignore_ascii_case(name) && !(upgrade && t.eq_ignore_ascii_case(b"upgrade"))
-        });
-        if !drop {
-            put_field(out, name, at(f.value));
+        };
+        let name = f.name(b);
+        let hop = drop || (listed && head::listed_in_connection(b, &h.fields, name));
+        if !hop {
+            put_field(out, name, f.value(b));
         }
     }
-    if framing == Framing::Chunked && reply != Reply::Close {
+    if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if framing == Framing::Chunked {
-        // Passed through to an HTTP/1.1 client that stays, decoded for one that does not.
     }
     if let Some(id) = request_id {
         put_field(out, b"x-request-id", id.as_bytes());
@@ -525,12 +545,12 @@ async fn forward_body_inner(
             let mut ranges = Vec::new();
             loop {
                 ranges.clear();
-                c.feed(buf, |r| ranges.push(r)).map_err(|_| ())?;
+                let used = c.feed(buf, |r| ranges.push(r)).map_err(|_| ())?;
                 for r in &ranges {
                     write2(down, None, &buf[r.clone()]).await?;
                 }
                 if c.is_done() {
-                    return Ok(false);
+                    return Ok(buf.len() == used);
                 }
                 *waited = true;
                 refill(up, buf).await?;

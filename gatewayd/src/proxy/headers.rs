@@ -107,7 +107,7 @@ pub fn add_forwarded(
     }
 }
 
-fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+pub(crate) fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write as _;
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cur, "{ip}");

@@ -25,6 +25,11 @@ impl Matcher {
         }
     }
 
+    /// True when the route has header conditions.
+    pub fn reads_headers(&self) -> bool {
+        !self.headers.is_empty()
+    }
+
     /// True when method, path and headers all match.
     pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
         let path_ok = match &self.path {

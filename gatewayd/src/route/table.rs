@@ -7,18 +7,17 @@
 //! (rank, declaration order), so match cost does not grow with the number of routes on other
 //! segments.
 
-use std::collections::HashMap;
-
 use http::Request;
 
 use super::matcher::{host_of, Matcher};
 use crate::config::{HostMatch, PathMatch, RouteConfig};
+use crate::fxhash::FxHashMap;
 
 /// Routes bucketed by host and first path segment, sorted by specificity. Built once per config.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     matchers: Vec<Matcher>,
-    exact: HashMap<Box<str>, Bucket>,
+    exact: FxHashMap<Box<str>, Bucket>,
     /// (".example.com", routes), longest suffix first.
     suffix: Vec<(Box<str>, Bucket)>,
     any: Bucket,
@@ -27,7 +26,7 @@ pub struct RouteTable {
 /// The routes of one host condition.
 #[derive(Debug, Clone, Default)]
 struct Bucket {
-    by_segment: HashMap<Box<str>, Vec<usize>>,
+    by_segment: FxHashMap<Box<str>, Vec<usize>>,
     generic: Vec<usize>,
 }
 
@@ -68,7 +67,7 @@ impl RouteTable {
     /// Compiles `routes`; indexes returned by `match_request` are indexes into this slice.
     pub fn new(routes: &[RouteConfig]) -> Self {
         let matchers: Vec<Matcher> = routes.iter().map(Matcher::new).collect();
-        let mut exact: HashMap<Box<str>, Bucket> = HashMap::new();
+        let mut exact: FxHashMap<Box<str>, Bucket> = FxHashMap::default();
         let mut suffix: Vec<(Box<str>, Bucket)> = Vec::new();
         let mut any = Bucket::default();
         for (i, r) in routes.iter().enumerate() {
@@ -121,7 +120,9 @@ impl RouteTable {
                 (x, y) => x.or(y),
             }
         };
-        if let Some(host) = host_of(req) {
+        // Without host conditions the host is not even looked at.
+        let by_host = !(self.exact.is_empty() && self.suffix.is_empty());
+        if let Some(host) = by_host.then(|| host_of(req)).flatten() {
             if let Some(i) = self.exact.get(host.as_ref()).and_then(best) {
                 return Some(i);
             }
@@ -134,6 +135,11 @@ impl RouteTable {
             }
         }
         best(&self.any)
+    }
+
+    /// True when some route matches on a header.
+    pub fn reads_headers(&self) -> bool {
+        self.matchers.iter().any(Matcher::reads_headers)
     }
 
     /// Number of routes.

@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::header::{HeaderName, HOST};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
 use super::super::error::ProxyError;
@@ -28,26 +28,137 @@ pub enum Framing {
     Close,
 }
 
-/// A parsed request head.
+/// What a header field is to the gateway: the hop-by-hop fields of RFC 9110 §7.6.1, the
+/// framing fields, and the ones the policies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// Anything else: forwarded as received.
+    #[default]
+    Other,
+    /// `Host`.
+    Host,
+    /// `Content-Length`.
+    ContentLength,
+    /// `Transfer-Encoding`.
+    TransferEncoding,
+    /// `Connection`.
+    Connection,
+    /// `Upgrade`.
+    Upgrade,
+    /// `TE`.
+    Te,
+    /// `Trailer`.
+    Trailer,
+    /// `Keep-Alive`.
+    KeepAlive,
+    /// `Proxy-Connection`.
+    ProxyConnection,
+    /// `Expect`.
+    Expect,
+    /// `X-Request-Id`.
+    RequestId,
+    /// `X-Forwarded-For`.
+    ForwardedFor,
+    /// `X-Forwarded-Proto`.
+    ForwardedProto,
+    /// `X-Forwarded-Host`.
+    ForwardedHost,
+}
+
+/// The kind of the field named `name` (compared by length first, so most names cost one
+/// comparison of lengths).
+pub fn classify(name: &[u8]) -> Kind {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is(b"te") => Kind::Te,
+        4 if is(b"host") => Kind::Host,
+        6 if is(b"expect") => Kind::Expect,
+        7 if is(b"trailer") => Kind::Trailer,
+        7 if is(b"upgrade") => Kind::Upgrade,
+        10 if is(b"connection") => Kind::Connection,
+        10 if is(b"keep-alive") => Kind::KeepAlive,
+        12 if is(b"x-request-id") => Kind::RequestId,
+        14 if is(b"content-length") => Kind::ContentLength,
+        15 if is(b"x-forwarded-for") => Kind::ForwardedFor,
+        16 if is(b"proxy-connection") => Kind::ProxyConnection,
+        16 if is(b"x-forwarded-host") => Kind::ForwardedHost,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+        17 if is(b"x-forwarded-proto") => Kind::ForwardedProto,
+        _ => Kind::Other,
+    }
+}
+
+/// One header field, as offsets into the head it came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Field {
+    /// Name start and length.
+    pub name: (u32, u32),
+    /// Value start and length.
+    pub value: (u32, u32),
+    /// What the field is.
+    pub kind: Kind,
+}
+
+impl Field {
+    /// The name, in `head`.
+    pub fn name<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        span(head, self.name)
+    }
+
+    /// The value, in `head`.
+    pub fn value<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        span(head, self.value)
+    }
+}
+
+fn span(b: &[u8], (o, l): (u32, u32)) -> &[u8] {
+    &b[o as usize..(o + l) as usize]
+}
+
+/// The non-empty comma-separated tokens of a list-valued field.
+pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// True when a `Connection` field among `fields` names `name` (which is then hop-by-hop).
+pub fn listed_in_connection(head: &[u8], fields: &[Field], name: &[u8]) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.kind == Kind::Connection)
+        .flat_map(|f| tokens(f.value(head)))
+        .any(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// A parsed request head. Its fields are in the connection's scratch list, as offsets into `raw`.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// Method, target, version and headers (values share the head's bytes).
+    /// Method, target and version; the headers hold only `Host` until [`fill_headers`]
+    /// (routing by header or cohort needs the others; forwarding never does).
+    ///
+    /// [`fill_headers`]: RequestHead::fill_headers
     pub req: Request<()>,
     /// How the body is delimited.
     pub framing: Framing,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
-    /// `Expect: 100-continue` (removed from the forwarded headers).
+    /// `Expect: 100-continue` (not forwarded: the gateway answers it).
     pub expect_continue: bool,
-    /// The head as received (to hand the connection to another server with it put back).
+    /// An HTTP/1.1 protocol switch (`Connection: upgrade` and `Upgrade`).
+    pub upgrade: bool,
+    /// `Connection` names other fields, which are then hop-by-hop too.
+    pub listed: bool,
+    /// The head as received.
     pub raw: Bytes,
 }
 
-/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete. On success the head's
-/// bytes are split off `buf`, which keeps what follows (body, pipelined requests).
+/// Parses a request head from the start of `buf` into `fields` (offsets into the head).
+/// `Ok(None)`: incomplete. On success the head's bytes are split off `buf`, which keeps what
+/// follows (body, pipelined requests).
 pub fn parse_request(
     buf: &mut BytesMut,
-    offsets: &mut Vec<(u32, u32, u32, u32)>,
+    fields: &mut Vec<Field>,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -76,103 +187,241 @@ pub fn parse_request(
     } else {
         Version::HTTP_11
     };
-    offsets.clear();
-    offsets.extend(parsed.headers.iter().map(|h| {
-        let (no, nl) = at(h.name.as_bytes());
-        let (vo, vl) = at(h.value);
-        (no, nl, vo, vl)
+    fields.clear();
+    fields.extend(parsed.headers.iter().map(|h| Field {
+        name: at(h.name.as_bytes()),
+        value: at(h.value),
+        kind: classify(h.name.as_bytes()),
     }));
-    let count = offsets.len();
     let head = buf.split_to(len).freeze();
     let target = target.0 as usize..(target.0 + target.1) as usize;
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(no, nl, vo, vl) in offsets.iter() {
-        let (no, nl, vo, vl) = (no as usize, nl as usize, vo as usize, vl as usize);
-        let name = HeaderName::from_bytes(&head[no..no + nl])
-            .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
-        let value = header_value(&head, vo, vl)?;
-        headers.append(name, value);
-    }
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    let (close, keep) = connection_tokens(req.headers());
-    let keep_alive = if version == Version::HTTP_11 {
-        !close
-    } else {
-        keep && !close
-    };
-    let framing = request_framing(req.headers(), version)?;
-    let expect_continue = version == Version::HTTP_11
-        && framing != Framing::None
-        && req
-            .headers()
-            .get(EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expect_continue {
-        req.headers_mut().remove(EXPECT);
-    }
-    Ok(Some(RequestHead {
-        req,
-        framing,
-        keep_alive,
-        expect_continue,
-        raw: head,
-    }))
-}
 
-fn header_value(head: &Bytes, off: usize, len: usize) -> Result<HeaderValue, ProxyError> {
-    HeaderValue::from_maybe_shared(head.slice(off..off + len))
-        .map_err(|_| ProxyError::BadRequest("invalid header value"))
-}
-
-/// (`close`, `keep-alive`) present among the `Connection` tokens.
-fn connection_tokens(h: &HeaderMap) -> (bool, bool) {
-    let (mut close, mut keep) = (false, false);
-    for v in h.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|&b| b == b',') {
-            let t = t.trim_ascii();
-            close |= t.eq_ignore_ascii_case(b"close");
-            keep |= t.eq_ignore_ascii_case(b"keep-alive");
+    let mut headers = HeaderMap::new();
+    let (mut close, mut keep, mut conn_upgrade, mut listed, mut has_upgrade) =
+        (false, false, false, false, false);
+    let (mut length, mut bad_length) = (None, false);
+    let (mut codings, mut chunked) = (0, false);
+    let (mut hosts, mut expect) = (0, false);
+    for f in fields.iter() {
+        let v = f.value(&head);
+        match f.kind {
+            Kind::Host => {
+                hosts += 1;
+                if hosts == 1 {
+                    headers.insert(HOST, header_value(&head, f.value)?);
+                }
+            }
+            Kind::ContentLength => match content_length(std::iter::once(v)) {
+                Ok(Some(n)) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => bad_length = true,
+            },
+            Kind::TransferEncoding => {
+                for c in tokens(v) {
+                    codings += 1;
+                    chunked = c.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            Kind::Connection => {
+                for t in tokens(v) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        keep = true;
+                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                        conn_upgrade = true;
+                    } else {
+                        listed = true;
+                    }
+                }
+            }
+            Kind::Upgrade => has_upgrade = true,
+            Kind::Expect => expect |= v.eq_ignore_ascii_case(b"100-continue"),
+            _ => {}
         }
     }
-    (close, keep)
-}
-
-/// RFC 9112 §6.3 for requests, strictly: a request with both `Content-Length` and
-/// `Transfer-Encoding`, conflicting lengths, or a coding other than plain `chunked` is refused
-/// (the classic request-smuggling ambiguities).
-fn request_framing(h: &HeaderMap, version: Version) -> Result<Framing, ProxyError> {
-    if h.contains_key(TRANSFER_ENCODING) {
+    if hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    // RFC 9112 §6.3, strictly: both framings, conflicting lengths, or a coding other than plain
+    // `chunked` are refused (the classic request-smuggling ambiguities).
+    let framing = if codings > 0 {
         if version == Version::HTTP_10 {
             return Err(ProxyError::BadRequest(
                 "transfer-encoding in an HTTP/1.0 request",
             ));
         }
-        if h.contains_key(CONTENT_LENGTH) {
+        if length.is_some() || bad_length {
             return Err(ProxyError::BadRequest(
                 "both content-length and transfer-encoding",
             ));
         }
-        let mut codings = h
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii);
-        return match (codings.next(), codings.next()) {
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
-            _ => Err(ProxyError::NotImplemented("only chunked is accepted")),
+        if codings != 1 || !chunked {
+            return Err(ProxyError::NotImplemented("only chunked is accepted"));
+        }
+        Framing::Chunked
+    } else if bad_length {
+        return Err(ProxyError::BadRequest("invalid content-length"));
+    } else {
+        match length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let http11 = version == Version::HTTP_11;
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Ok(Some(RequestHead {
+        req,
+        framing,
+        keep_alive: if http11 { !close } else { keep && !close },
+        expect_continue: http11 && framing != Framing::None && expect,
+        upgrade: http11 && conn_upgrade && has_upgrade,
+        listed,
+        raw: head,
+    }))
+}
+
+impl RequestHead {
+    /// Puts every field in `req`'s header map (for routes and splits that look at headers).
+    pub fn fill_headers(&mut self, fields: &[Field]) -> Result<(), ProxyError> {
+        let mut h = HeaderMap::with_capacity(fields.len());
+        for f in fields {
+            let name = HeaderName::from_bytes(f.name(&self.raw))
+                .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
+            h.append(name, header_value(&self.raw, f.value)?);
+        }
+        *self.req.headers_mut() = h;
+        Ok(())
+    }
+}
+
+fn header_value(head: &Bytes, (off, len): (u32, u32)) -> Result<HeaderValue, ProxyError> {
+    let r = off as usize..(off + len) as usize;
+    HeaderValue::from_maybe_shared(head.slice(r))
+        .map_err(|_| ProxyError::BadRequest("invalid header value"))
+}
+
+/// The request's id: the client's `x-request-id` when it is a sane token (`false`), else a new
+/// one (`true`).
+pub fn request_id<R: rand::Rng + ?Sized>(
+    head: &RequestHead,
+    fields: &[Field],
+    rng: &mut R,
+) -> (HeaderValue, bool) {
+    let theirs = fields
+        .iter()
+        .find(|f| f.kind == Kind::RequestId)
+        .filter(|f| f.value.1 > 0 && f.value.1 <= 200)
+        .and_then(|f| header_value(&head.raw, f.value).ok());
+    match theirs {
+        Some(v) => (v, false),
+        None => (crate::proxy::headers::new_request_id(rng), true),
+    }
+}
+
+/// What the gateway adds to the request it forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Additions<'a> {
+    /// Path and query to send.
+    pub target: &'a str,
+    /// `X-Forwarded-*` from this client address (`None`: the policy is off).
+    pub forwarded_for: Option<std::net::IpAddr>,
+    /// The client connection is TLS.
+    pub https: bool,
+    /// A request id the gateway generated (the client's own is forwarded as received).
+    pub new_request_id: Option<&'a HeaderValue>,
+}
+
+/// Writes the upstream request head from the client's, field by field: the received bytes of
+/// every end-to-end field, hop-by-hop fields dropped (RFC 9110 §7.6.1), then our framing,
+/// forwarding and request-id fields. No header map is built or walked.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    fields: &[Field],
+    add: &Additions<'_>,
+) -> Result<(), ProxyError> {
+    let raw = &head.raw[..];
+    let forwarded = add.forwarded_for.is_some();
+    out.clear();
+    out.extend_from_slice(head.req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(add.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host = None;
+    let mut forwarded_host = false;
+    for f in fields {
+        let value = f.value(raw);
+        let keep = match f.kind {
+            Kind::Other => true,
+            Kind::Host => {
+                host = Some(value);
+                true
+            }
+            Kind::ContentLength => true,
+            Kind::Connection
+            | Kind::KeepAlive
+            | Kind::ProxyConnection
+            | Kind::Trailer
+            | Kind::TransferEncoding => false,
+            Kind::Upgrade => head.upgrade,
+            // The one TE value allowed end to end (gRPC needs it).
+            Kind::Te => value.eq_ignore_ascii_case(b"trailers"),
+            Kind::Expect => !head.expect_continue,
+            Kind::RequestId => add.new_request_id.is_none(),
+            Kind::ForwardedFor | Kind::ForwardedProto => !forwarded,
+            Kind::ForwardedHost => {
+                forwarded_host = true;
+                true
+            }
         };
+        let name = f.name(raw);
+        if keep && !(head.listed && listed_in_connection(raw, fields, name)) {
+            put_field(out, name, value);
+        }
     }
-    match content_length(h.get_all(CONTENT_LENGTH).iter().map(HeaderValue::as_bytes)) {
-        Ok(None | Some(0)) => Ok(Framing::None),
-        Ok(Some(n)) => Ok(Framing::Length(n)),
-        Err(()) => Err(ProxyError::BadRequest("invalid content-length")),
+    let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
+    let host = match (host, authority) {
+        (Some(h), _) => h,
+        (None, Some(a)) => {
+            put_field(out, b"host", a);
+            a
+        }
+        (None, None) => return Err(ProxyError::BadRequest("missing Host header")),
+    };
+    if head.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
     }
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(ip) = add.forwarded_for {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for f in fields.iter().filter(|f| f.kind == Kind::ForwardedFor) {
+            out.extend_from_slice(f.value(raw));
+            out.extend_from_slice(b", ");
+        }
+        let mut ip_buf = [0u8; 64];
+        out.extend_from_slice(crate::proxy::headers::format_ip(ip, &mut ip_buf));
+        out.extend_from_slice(if add.https {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
+        if !forwarded_host {
+            put_field(out, b"x-forwarded-host", host);
+        }
+    }
+    if let Some(id) = add.new_request_id {
+        put_field(out, b"x-request-id", id.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
 /// The one length all `Content-Length` values agree on. `Err` for a malformed or conflicting one.
@@ -192,15 +441,6 @@ pub fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Opti
         }
     }
     Ok(found)
-}
-
-/// One header of a response head, as offsets into the connection's buffer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Field {
-    /// Name start and length.
-    pub name: (u32, u32),
-    /// Value start and length.
-    pub value: (u32, u32),
 }
 
 /// A parsed upstream response head; every slice is an offset into the buffer it came from.
@@ -257,31 +497,34 @@ impl ResponseHead {
         let (mut close, mut keep) = (false, false);
         let mut lengths_ok = true;
         for h in parsed.headers.iter() {
+            let kind = classify(h.name.as_bytes());
             self.fields.push(Field {
                 name: at(h.name.as_bytes()),
                 value: at(h.value),
+                kind,
             });
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                match content_length(std::iter::once(h.value)) {
+            match kind {
+                Kind::ContentLength => match content_length(std::iter::once(h.value)) {
                     Ok(Some(n)) if self.content_length.is_none_or(|c| c == n) => {
                         self.content_length = Some(n)
                     }
                     _ => lengths_ok = false,
+                },
+                Kind::TransferEncoding => {
+                    self.has_te = true;
+                    self.chunked = h
+                        .value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 }
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                self.has_te = true;
-                self.chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for t in h.value.split(|&b| b == b',') {
-                    let t = t.trim_ascii();
-                    close |= t.eq_ignore_ascii_case(b"close");
-                    keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                Kind::Connection => {
+                    for t in tokens(h.value) {
+                        close |= t.eq_ignore_ascii_case(b"close");
+                        keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                    }
                 }
+                _ => {}
             }
         }
         if !lengths_ok && !self.has_te {
@@ -319,27 +562,6 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the upstream request head: origin-form target, HTTP/1.1, the prepared headers, and
-/// `transfer-encoding: chunked` for a chunked body (hop-by-hop, so removed by `prepare`).
-pub fn write_request(out: &mut Vec<u8>, req: &Request<()>, framing: Framing) {
-    out.clear();
-    out.extend_from_slice(req.method().as_str().as_bytes());
-    out.push(b' ');
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -354,10 +576,11 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcGET"[..],
         );
-        let h = parse_request(&mut buf, &mut Vec::new()).unwrap().unwrap();
+        let mut fields = Vec::new();
+        let h = parse_request(&mut buf, &mut fields).unwrap().unwrap();
         assert_eq!(h.req.method(), Method::POST);
         assert_eq!(h.req.uri(), "/a?b=1");
-        assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(fields.len(), 4);
         assert_eq!(h.framing, Framing::Length(3));
         assert!(h.keep_alive);
         assert_eq!(&buf[..], b"abcGET");
@@ -404,12 +627,16 @@ mod tests {
     }
 
     #[test]
-    fn expect_continue_is_taken_out() {
+    fn expect_continue_and_upgrade_are_seen() {
         let h = req(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
             .unwrap();
         assert!(h.expect_continue);
-        assert!(!h.req.headers().contains_key(EXPECT));
+        let h = req(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.upgrade);
+        assert!(req(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").is_err());
     }
 
     #[test]
@@ -436,18 +663,80 @@ mod tests {
             .is_err());
     }
 
-    #[test]
-    fn writes_the_upstream_head() {
-        let h = req(b"POST /x?y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    fn upstream(raw: &[u8], add: &Additions<'_>) -> String {
+        let mut fields = Vec::new();
+        let h = parse_request(&mut BytesMut::from(raw), &mut fields)
             .unwrap()
             .unwrap();
-        let mut r = h.req;
-        r.headers_mut().remove(TRANSFER_ENCODING);
         let mut out = Vec::new();
-        write_request(&mut out, &r, h.framing);
+        write_upstream_head(&mut out, &h, &fields, add).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn plain(target: &str) -> Additions<'_> {
+        Additions {
+            target,
+            forwarded_for: None,
+            https: false,
+            new_request_id: None,
+        }
+    }
+
+    #[test]
+    fn forwards_fields_as_received_and_drops_hop_by_hop() {
+        let raw = b"POST /x?y HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nConnection: keep-alive, X-Secret\r\nx-secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
         assert_eq!(
-            out,
-            b"POST /x?y HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n"
+            upstream(raw, &plain("/x?y")),
+            "POST /x?y HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nTE: trailers\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn adds_forwarding_fields_and_a_new_request_id() {
+        let id = HeaderValue::from_static("abc");
+        let add = Additions {
+            target: "/new",
+            forwarded_for: Some("10.1.2.3".parse().unwrap()),
+            https: true,
+            new_request_id: Some(&id),
+        };
+        let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Request-Id: \r\n\r\n";
+        assert_eq!(
+            upstream(raw, &add),
+            "GET /new HTTP/1.1\r\nhost: h.example\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h.example\r\nx-request-id: abc\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_request_without_host_is_refused_and_upgrades_keep_their_fields() {
+        let mut fields = Vec::new();
+        let h = parse_request(
+            &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
+            &mut fields,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(write_upstream_head(&mut Vec::new(), &h, &fields, &plain("/")).is_err());
+        let raw =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(
+            upstream(raw, &plain("/ws")),
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_map_has_host_until_filled() {
+        let mut fields = Vec::new();
+        let mut h = parse_request(
+            &mut BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n"[..]),
+            &mut fields,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.req.headers().len(), 1);
+        h.fill_headers(&fields).unwrap();
+        assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
+        assert_eq!(h.req.headers()["host"], "a");
     }
 }

@@ -2,8 +2,6 @@
 //! task, no channel, no second wake-up per request. One pool per worker (no lock shared between
 //! workers), bounded per endpoint by the service's `max_idle_per_endpoint`.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -16,6 +14,7 @@ use tokio::time::Instant;
 
 use super::chunked::Chunked;
 use super::head::{Framing, ResponseHead};
+use crate::fxhash::FxHashMap;
 use crate::proxy::client::SendError;
 use crate::proxy::error::ProxyError;
 use crate::proxy::Answer;
@@ -45,52 +44,7 @@ struct Idle {
 /// A worker's idle upstream HTTP/1.1 connections, by endpoint.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
-}
-
-/// A multiply-rotate hash (FxHash's): the keys are our own endpoints, not attacker input, and
-/// SipHash would be a measurable share of a request here.
-#[derive(Debug, Default)]
-pub struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl AddrHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
+    idle: Mutex<FxHashMap<SocketAddr, Vec<Idle>>>,
 }
 
 impl Pool {
