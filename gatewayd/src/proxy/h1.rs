@@ -259,15 +259,28 @@ async fn request<S: std::future::Future>(
         record(e.status().as_u16(), reached, log);
     };
     let close_after_error = !head.keep_alive || body_pending;
-    if snap.needs_headers {
-        if let Err(e) = head.fill_headers(&s.fields) {
-            fail(&e, &reached, log.take());
-            return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
-        }
+    let filled = if snap.needs_headers {
+        head.fill_headers(&s.fields)
+    } else if snap.table.reads_host() {
+        head.insert_host()
+    } else {
+        Ok(())
+    };
+    if let Err(e) = filled {
+        fail(&e, &reached, log.take());
+        return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
     }
     let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
         Ok(x) => x,
-        Err(e) => {
+        Err(mut e) => {
+            if let ProxyError::NoRoute { host, .. } = &mut e {
+                // Routing did not need the host; the answer names it all the same.
+                if host.is_empty() && head.insert_host().is_ok() {
+                    *host = crate::route::host_of(&head.req)
+                        .map(|h| h.into_owned())
+                        .unwrap_or_default();
+                }
+            }
             fail(&e, &reached, log.take());
             return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
         }
@@ -435,6 +448,7 @@ fn response_head(
                     || t.eq_ignore_ascii_case(b"upgrade"))
             })
     });
+    let mut copy = head::LineCopier::new(b);
     for f in &h.fields {
         let drop = match f.kind {
             Kind::Te
@@ -448,12 +462,12 @@ fn response_head(
             Kind::ContentLength => h.has_te,
             _ => false,
         };
-        let name = f.name(b);
-        let hop = drop || (listed && head::listed_in_connection(b, &h.fields, name));
+        let hop = drop || (listed && head::listed_in_connection(b, &h.fields, f.name(b)));
         if !hop {
-            put_field(out, name, f.value(b));
+            copy.keep(out, f);
         }
     }
+    copy.flush(out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

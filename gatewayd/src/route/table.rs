@@ -121,8 +121,7 @@ impl RouteTable {
             }
         };
         // Without host conditions the host is not even looked at.
-        let by_host = !(self.exact.is_empty() && self.suffix.is_empty());
-        if let Some(host) = by_host.then(|| host_of(req)).flatten() {
+        if let Some(host) = self.reads_host().then(|| host_of(req)).flatten() {
             if let Some(i) = self.exact.get(host.as_ref()).and_then(best) {
                 return Some(i);
             }
@@ -135,6 +134,11 @@ impl RouteTable {
             }
         }
         best(&self.any)
+    }
+
+    /// True when some route has a host condition.
+    pub fn reads_host(&self) -> bool {
+        !(self.exact.is_empty() && self.suffix.is_empty())
     }
 
     /// True when some route matches on a header.

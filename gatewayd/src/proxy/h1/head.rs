@@ -134,10 +134,11 @@ pub fn listed_in_connection(head: &[u8], fields: &[Field], name: &[u8]) -> bool 
 /// A parsed request head. Its fields are in the connection's scratch list, as offsets into `raw`.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// Method, target and version; the headers hold only `Host` until [`fill_headers`]
-    /// (routing by header or cohort needs the others; forwarding never does).
+    /// Method, target and version; the header map stays empty until [`fill_headers`] or
+    /// [`insert_host`] (routing by host, header or cohort needs them; forwarding never does).
     ///
     /// [`fill_headers`]: RequestHead::fill_headers
+    /// [`insert_host`]: RequestHead::insert_host
     pub req: Request<()>,
     /// How the body is delimited.
     pub framing: Framing,
@@ -149,6 +150,8 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// `Connection` names other fields, which are then hop-by-hop too.
     pub listed: bool,
+    /// The `Host` field's value (offsets into `raw`).
+    pub host: Option<(u32, u32)>,
     /// The head as received.
     pub raw: Bytes,
 }
@@ -198,7 +201,7 @@ pub fn parse_request(
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
 
-    let mut headers = HeaderMap::new();
+    let mut host = None;
     let (mut close, mut keep, mut conn_upgrade, mut listed, mut has_upgrade) =
         (false, false, false, false, false);
     let (mut length, mut bad_length) = (None, false);
@@ -209,9 +212,7 @@ pub fn parse_request(
         match f.kind {
             Kind::Host => {
                 hosts += 1;
-                if hosts == 1 {
-                    headers.insert(HOST, header_value(&head, f.value)?);
-                }
+                host.get_or_insert(f.value);
             }
             Kind::ContentLength => match content_length(std::iter::once(v)) {
                 Ok(Some(n)) if length.is_none_or(|l| l == n) => length = Some(n),
@@ -274,7 +275,6 @@ pub fn parse_request(
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = version;
-    *req.headers_mut() = headers;
     Ok(Some(RequestHead {
         req,
         framing,
@@ -282,11 +282,21 @@ pub fn parse_request(
         expect_continue: http11 && framing != Framing::None && expect,
         upgrade: http11 && conn_upgrade && has_upgrade,
         listed,
+        host,
         raw: head,
     }))
 }
 
 impl RequestHead {
+    /// Puts the `Host` field in `req`'s header map (for routes with host conditions).
+    pub fn insert_host(&mut self) -> Result<(), ProxyError> {
+        if let Some(v) = self.host {
+            let v = header_value(&self.raw, v)?;
+            self.req.headers_mut().insert(HOST, v);
+        }
+        Ok(())
+    }
+
     /// Puts every field in `req`'s header map (for routes and splits that look at headers).
     pub fn fill_headers(&mut self, fields: &[Field]) -> Result<(), ProxyError> {
         let mut h = HeaderMap::with_capacity(fields.len());
@@ -355,6 +365,7 @@ pub fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut host = None;
     let mut forwarded_host = false;
+    let mut copy = LineCopier::new(raw);
     for f in fields {
         let value = f.value(raw);
         let keep = match f.kind {
@@ -380,11 +391,11 @@ pub fn write_upstream_head(
                 true
             }
         };
-        let name = f.name(raw);
-        if keep && !(head.listed && listed_in_connection(raw, fields, name)) {
-            put_field(out, name, value);
+        if keep && !(head.listed && listed_in_connection(raw, fields, f.name(raw))) {
+            copy.keep(out, f);
         }
     }
+    copy.flush(out);
     let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
     let host = match (host, authority) {
         (Some(h), _) => h,
@@ -551,6 +562,58 @@ impl ResponseHead {
                 None => Framing::Close,
             }
         }
+    }
+}
+
+/// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
+/// line not ending in CRLF is rewritten instead). Call [`flush`] before writing anything else.
+///
+/// [`flush`]: LineCopier::flush
+#[derive(Debug)]
+pub struct LineCopier<'a> {
+    raw: &'a [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'a> LineCopier<'a> {
+    /// Copies from `raw`, the head the fields point into.
+    pub fn new(raw: &'a [u8]) -> Self {
+        Self {
+            raw,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Appends field `f` (after any earlier kept ones).
+    pub fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
+        let name_start = f.name.0 as usize;
+        let value_end = (f.value.0 + f.value.1) as usize;
+        let rest = &self.raw[value_end..];
+        let ws = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if rest.get(ws..ws + 2) == Some(&b"\r\n"[..]) {
+            if self.end != name_start {
+                self.flush(out);
+                self.start = name_start;
+            }
+            self.end = value_end + ws + 2;
+        } else {
+            self.flush(out);
+            put_field(out, f.name(self.raw), f.value(self.raw));
+        }
+    }
+
+    /// Writes out the pending run.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.end > self.start {
+            out.extend_from_slice(&self.raw[self.start..self.end]);
+        }
+        self.start = 0;
+        self.end = 0;
     }
 }
 
@@ -726,7 +789,17 @@ mod tests {
     }
 
     #[test]
-    fn header_map_has_host_until_filled() {
+    fn lines_are_copied_in_runs_and_bare_lf_lines_rewritten() {
+        let raw =
+            b"GET / HTTP/1.1\r\nHost: a  \r\nX-A: 1\nConnection: x\r\nX-B:2\r\nX-C: 3\r\n\r\n";
+        assert_eq!(
+            upstream(raw, &plain("/")),
+            "GET / HTTP/1.1\r\nHost: a  \r\nX-A: 1\r\nX-B:2\r\nX-C: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_map_is_empty_until_filled() {
         let mut fields = Vec::new();
         let mut h = parse_request(
             &mut BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n"[..]),
@@ -734,6 +807,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        assert!(h.req.headers().is_empty());
+        h.insert_host().unwrap();
         assert_eq!(h.req.headers().len(), 1);
         h.fill_headers(&fields).unwrap();
         assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
