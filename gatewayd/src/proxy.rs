@@ -24,6 +24,15 @@ pub use client::{PoolReturn, SendError, Upstreams};
 pub use error::{respond, ProxyError, Side};
 pub use server::{bind_listener, run_worker, stopped, WorkerSet};
 
+/// The HTTP/1.1 engine's head parsing and writing, for the criterion benches
+/// (`benches/h1_heads.rs`). Not a stable API.
+#[doc(hidden)]
+pub mod bench {
+    pub use super::h1::head::{
+        parse_request, write_upstream_head, Additions, Field, RequestHead, ResponseHead,
+    };
+}
+
 /// A 64-hex-digit random token (admin API secrets).
 pub fn new_token<R: Rng + ?Sized>(rng: &mut R) -> String {
     let a = headers::new_request_id(rng);

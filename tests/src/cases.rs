@@ -9,6 +9,7 @@ mod cases {
     pub mod discovery;
     pub mod gwctl_cli;
     pub mod gwctl_tui;
+    pub mod http1;
 
     pub mod lifecycle;
     pub mod observability;

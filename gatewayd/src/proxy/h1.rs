@@ -6,7 +6,7 @@
 //! to hyper with the bytes already read put back.
 
 mod chunked;
-mod head;
+pub(crate) mod head;
 mod rewind;
 pub(crate) mod upstream;
 

@@ -1,0 +1,129 @@
+//! Exchanges whose shape is not one request and one response: `Expect: 100-continue`, HEAD
+//! (a head that announces a body it does not carry) and interim responses from the upstream.
+
+use std::process::Output;
+
+use meshgate_e2e::harness::{patience, trace_init, Origin};
+
+use super::request::{self, get, pattern};
+use super::upstream::{echo, wikipedia, After, RawOrigin};
+use super::wire::{lossy, Wire};
+use super::{raw_and_origin, raw_behind_gateway};
+use crate::cases::support::client;
+
+/// curl posting `data` to `url` with `Expect: 100-continue` and a long expect timeout, so it
+/// must wait for the 100 rather than give up and send anyway.
+async fn curl_expecting_100(url: &str, data: &[u8]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.bin");
+    std::fs::write(&file, data).unwrap();
+    tokio::time::timeout(
+        patience(),
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-v", "--noproxy", "*", "--expect100-timeout", "600"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .args(["-H", "Expect: 100-continue"])
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("curl finished")
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_from_a_raw_client_and_from_curl() {
+    trace_init();
+    let (up, gw) = raw_behind_gateway(After::KeepAlive, echo).await;
+    let mut c = Wire::connect(gw.addr).await;
+    let r = c
+        .ask("POST /e HTTP/1.1\r\nHost: app.test\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 100, "{}", r.head.text);
+    assert_eq!(r.head.start, "HTTP/1.1 100 Continue");
+    let r = c.ask("hello world").await;
+    assert_eq!((r.status, r.text()), (200, "hello world".into()));
+    // A chunked body behind `Expect`, on the same connection.
+    let r = c
+        .ask("POST /e2 HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 100, "{}", r.head.text);
+    let r = c.ask("2\r\nok\r\n0\r\n\r\n").await;
+    assert_eq!((r.status, r.text()), (200, "ok".into()));
+    for s in up.seen() {
+        assert!(!s.head.has("expect"), "Expect forwarded: {}", s.head.text);
+    }
+    let data = pattern(200 * 1024);
+    let out = curl_expecting_100(&gw.url("/curl"), &data).await;
+    let stderr = lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("< HTTP/1.1 100 Continue"), "{stderr}");
+    let got = out.stdout.len();
+    assert!(out.stdout == data, "curl got {got} bytes back");
+    let last = up.seen().pop().unwrap();
+    assert_eq!(last.head.target(), "/curl");
+    assert!(last.body == data, "origin got {} bytes", last.body.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_responses_have_no_body_and_the_connection_stays_in_sync() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let up = RawOrigin::start(After::KeepAlive, wikipedia).await;
+    let gw = raw_and_origin(&up, &o, "/o");
+    let r = client().head(gw.url("/o/h")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-origin"], "o");
+    assert!(r.bytes().await.unwrap().is_empty());
+    let mut c = Wire::connect(gw.addr).await;
+    let r = c.ask_head("/o/h").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin"), Some("o"));
+    assert!(r.head.length().is_some_and(|n| n > 0), "{}", r.head.text);
+    // A body after that head would be read here as the next response's head.
+    let r = c.ask(get("/o/g")).await;
+    assert_eq!((r.status, r.json()["method"].clone()), (200, "GET".into()));
+    // A chunked upstream: HEAD then GET on one client and one upstream connection.
+    assert_eq!(c.ask_head("/raw/x").await.status, 200);
+    let r = c.ask(get("/raw/y")).await;
+    assert_eq!((r.status, r.text()), (200, "Wikipedia".into()));
+    // Pipelined: HEAD and GET in one write.
+    c.send(request::head("/o/h2") + &get("/o/g2")).await;
+    assert_eq!(c.response(true).await.status, 200);
+    assert_eq!(c.response(false).await.json()["path"], "/o/g2");
+    let seen = up.seen();
+    let methods: Vec<&str> = seen.iter().map(|s| s.head.method()).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+    let survived = "the upstream connection survived the HEAD";
+    assert_eq!(up.connections(), 1, "{survived}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_responses_from_the_upstream_do_not_break_the_exchange() {
+    trace_init();
+    let (up, gw) = raw_behind_gateway(After::KeepAlive, |s| {
+        let body = s.head.target().as_bytes();
+        let mut out = format!(
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    })
+    .await;
+    let mut c = Wire::connect(gw.addr).await;
+    for i in 0..3 {
+        let path = format!("/hints/{i}");
+        c.send(get(&path)).await;
+        let r = c.final_response(false).await;
+        assert_eq!((r.status, r.text()), (200, path));
+    }
+    assert_eq!(up.connections(), 1);
+    let r = client().get(gw.url("/hints/r")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "/hints/r");
+}
