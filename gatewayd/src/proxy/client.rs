@@ -1,5 +1,8 @@
-//! The upstream client: one pool per worker thread (no lock shared between workers), keep-alive
-//! HTTP/1.1 connections per endpoint, one multiplexed HTTP/2 connection per endpoint for h2c.
+//! The hyper upstream client, used by the hyper path (HTTP/2 clients, and HTTP/1 connections
+//! handed over because a request went to an h2c service): one pool per worker thread (no lock
+//! shared between workers), keep-alive HTTP/1.1 connections per endpoint, one multiplexed HTTP/2
+//! connection per endpoint for h2c. HTTP/1.1 clients to HTTP/1.1 upstreams use the engine's own
+//! pool (`h1::upstream`), which this type also owns and reaps.
 //!
 //! The connection is established *before* the request is handed over, and a pooled connection
 //! that turns out dead gives the request back (`try_send_request`), so a request is only ever

@@ -329,6 +329,7 @@ async fn request<S: std::future::Future>(
         },
         connect_timeout: svc.config.connect_timeout,
         now: start,
+        idempotent: head.req.method().is_idempotent(),
     };
     // A protocol switch takes its upstream connection for good: never from or to the pool.
     let pool = (!upgrade).then(|| w.upstreams.raw());
@@ -350,7 +351,8 @@ async fn request<S: std::future::Future>(
     if upgrade && status == 101 {
         response_head(
             &mut s.down,
-            &conn,
+            &conn.head,
+            &conn.buf,
             request_id.as_ref(),
             Reply::Upgrade,
             false,
@@ -379,8 +381,15 @@ async fn request<S: std::future::Future>(
         (false, true) => Reply::KeepAlive10,
         (false, false) => Reply::KeepAlive,
     };
-    let chunked = framing == Framing::Chunked && !decode;
-    response_head(&mut s.down, &conn, request_id.as_ref(), reply, chunked);
+    let keep_te = !client_http10;
+    response_head(
+        &mut s.down,
+        &conn.head,
+        &conn.buf,
+        request_id.as_ref(),
+        reply,
+        keep_te,
+    );
     let head_len = conn.head.len;
     conn.buf.advance(head_len);
     match forward_body(io, &mut conn, &s.down, framing, decode).await {
@@ -425,13 +434,12 @@ enum Reply {
 /// fields removed (RFC 9110 §7.6.1), the request id, and our own framing and connection fields.
 fn response_head(
     out: &mut Vec<u8>,
-    conn: &Conn,
+    h: &ResponseHead,
+    b: &[u8],
     request_id: Option<&HeaderValue>,
     reply: Reply,
-    chunked: bool,
+    keep_te: bool,
 ) {
-    let h: &ResponseHead = &conn.head;
-    let b = &conn.buf[..];
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(h.status).as_slice());
@@ -455,22 +463,25 @@ fn response_head(
             | Kind::Trailer
             | Kind::Connection
             | Kind::KeepAlive
-            | Kind::ProxyConnection
-            | Kind::TransferEncoding => true,
+            | Kind::ProxyConnection => true,
+            // Passed on as received (codings included) to an HTTP/1.1 client; an HTTP/1.0
+            // client gets the body decoded, or until close.
+            Kind::TransferEncoding => !keep_te,
             Kind::Upgrade => !upgrade,
             Kind::RequestId => request_id.is_some(),
             Kind::ContentLength => h.has_te,
             _ => false,
         };
-        let hop = drop || (listed && head::listed_in_connection(b, &h.fields, f.name(b)));
+        // Only plain fields can be made hop-by-hop by `Connection` (not the framing ones).
+        let hop = drop
+            || (listed
+                && f.kind == Kind::Other
+                && head::listed_in_connection(b, &h.fields, f.name(b)));
         if !hop {
             copy.keep(out, f);
         }
     }
     copy.flush(out);
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
     if let Some(id) = request_id {
         put_field(out, b"x-request-id", id.as_bytes());
     }
@@ -675,6 +686,38 @@ mod tests {
             Some(11)
         );
         assert_eq!(whole_body(b"1\r\na\r\n", Framing::Chunked), None);
+    }
+
+    fn rewritten(raw: &[u8], id: Option<&HeaderValue>, reply: Reply, keep_te: bool) -> String {
+        let mut h = ResponseHead::default();
+        assert!(h.parse(raw).unwrap());
+        let mut out = Vec::new();
+        response_head(&mut out, &h, raw, id, reply, keep_te);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn response_heads_drop_hop_by_hop_but_never_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, content-length, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nContent-Length: 3\r\nX-Request-Id: theirs\r\nX-End: 2\r\n\r\n";
+        let id = HeaderValue::from_static("ours");
+        assert_eq!(
+            rewritten(raw, Some(&id), Reply::KeepAlive, true),
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-End: 2\r\nx-request-id: ours\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn transfer_codings_pass_to_http11_clients_only() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n";
+        assert_eq!(
+            rewritten(raw, None, Reply::KeepAlive, true),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
+        assert_eq!(
+            rewritten(raw, None, Reply::Close, false),
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+        );
     }
 
     #[test]

@@ -363,13 +363,18 @@ pub fn write_upstream_head(
     out.push(b' ');
     out.extend_from_slice(add.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // RFC 9112 §3.2.2: an absolute-form target's authority replaces any `Host` field.
+    let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
     let mut host = None;
     let mut forwarded_host = false;
     let mut copy = LineCopier::new(raw);
     for f in fields {
         let value = f.value(raw);
         let keep = match f.kind {
-            Kind::Other => true,
+            // Only plain fields can be made hop-by-hop by `Connection`: framing and `Host` are
+            // not the client's to remove (a listed `Content-Length` would desynchronise us).
+            Kind::Other => !(head.listed && listed_in_connection(raw, fields, f.name(raw))),
+            Kind::Host if authority.is_some() => false,
             Kind::Host => {
                 host = Some(value);
                 true
@@ -391,12 +396,11 @@ pub fn write_upstream_head(
                 true
             }
         };
-        if keep && !(head.listed && listed_in_connection(raw, fields, f.name(raw))) {
+        if keep {
             copy.keep(out, f);
         }
     }
     copy.flush(out);
-    let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
     let host = match (host, authority) {
         (Some(h), _) => h,
         (None, Some(a)) => {
@@ -747,7 +751,17 @@ mod tests {
 
     #[test]
     fn upstream_heads_keep_end_to_end_lines_and_drop_hop_by_hop() {
-        let cases: [(&[u8], &str); 3] = [
+        let cases: [(&[u8], &str); 5] = [
+            // `Connection` cannot make framing fields or `TE: trailers` hop-by-hop.
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length, te, x-a\r\nContent-Length: 2\r\nTE: trailers\r\nX-A: 1\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nTE: trailers\r\n\r\n",
+            ),
+            // An absolute-form target's authority replaces `Host`.
+            (
+                b"GET http://b.example/p?q HTTP/1.1\r\nHost: a\r\nX-B: 1\r\n\r\n",
+                "GET /p?q HTTP/1.1\r\nX-B: 1\r\nhost: b.example\r\n\r\n",
+            ),
             (
                 b"POST /x?y HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nConnection: keep-alive, X-Secret\r\nx-secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
                 "POST /x?y HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nTE: trailers\r\ntransfer-encoding: chunked\r\n\r\n",
@@ -764,7 +778,8 @@ mod tests {
         ];
         for (raw, want) in cases {
             let line = std::str::from_utf8(raw).unwrap();
-            let target = line.split(' ').nth(1).unwrap();
+            let target: Uri = line.split(' ').nth(1).unwrap().parse().unwrap();
+            let target = target.path_and_query().unwrap().as_str();
             assert_eq!(upstream(raw, &plain(target)), want);
         }
     }

@@ -142,6 +142,8 @@ pub struct Outgoing<'a> {
     pub connect_timeout: Duration,
     /// The request's start (saves a clock read for the pool's idle check).
     pub now: Instant,
+    /// The method is idempotent (RFC 9110 §9.2.2): it may be sent again.
+    pub idempotent: bool,
 }
 
 /// A response head received from the upstream, with the connection it came on.
@@ -161,16 +163,19 @@ impl Answer for Exchange {
 
 /// Sends `out` to `addr` on a pooled connection (or a new one; always a new one without a pool)
 /// and reads the response head. A pooled connection that the upstream had closed is replaced
-/// transparently when the request can be sent again (no body, or all of it buffered); a failed
-/// connect gives the request back.
+/// transparently when the request can be sent again (an idempotent method with no body or all of
+/// it buffered); other requests only take pooled connections that pass a liveness probe. A
+/// failed connect gives the request back.
 pub async fn exchange<'a>(
     pool: Option<&Pool>,
     addr: SocketAddr,
     mut out: Outgoing<'a>,
 ) -> Result<Exchange, SendError<Outgoing<'a>>> {
     loop {
-        // A streamed body cannot be sent twice: only take a connection that looks alive.
-        let probe = out.buffered.is_none();
+        // A request that cannot be sent twice (a streamed body, a non-idempotent method) only
+        // takes a pooled connection that looks alive.
+        let resendable = out.buffered.is_some() && out.idempotent;
+        let probe = !resendable;
         let (mut conn, reused) = match pool.and_then(|p| p.checkout(addr, probe, out.now)) {
             Some(c) => (c, true),
             None => match connect(addr, out.connect_timeout).await {
@@ -200,7 +205,7 @@ pub async fn exchange<'a>(
                 return Ok(Exchange { conn, addr });
             }
             // Closed while idle in the pool: the request never reached a live connection.
-            Err(HeadError::Nothing(_)) if reused && out.buffered.is_some() => continue,
+            Err(HeadError::Nothing(_)) if reused && resendable => continue,
             Err(HeadError::Nothing(reason)) => {
                 return Err(SendError::Failed(ProxyError::UpstreamBroken {
                     addr,
