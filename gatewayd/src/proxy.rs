@@ -272,7 +272,10 @@ impl<A: Answer, R> Answer for (A, R) {
 /// Sends `req` to the service's endpoints: balance, retry what was never sent on another
 /// endpoint, feed outlier detection and latency estimates, all within the route's timeout.
 /// `send` carries one attempt over whatever transport the caller uses.
-/// `deadline` resolves when the route's timeout (from `start`) has passed.
+/// `deadline` resolves when the route's timeout (from `start`) has passed; `client_slow` says,
+/// at that moment, whether the attempt was waiting for the client's body rather than for the
+/// upstream (then the client gets a 408 and the endpoint is not blamed).
+#[allow(clippy::too_many_arguments)] // the request's facts plus its transport and its clock
 pub(crate) async fn attempts<Q, A, F, Fut>(
     w: &Worker,
     route: &RouteRuntime,
@@ -281,6 +284,7 @@ pub(crate) async fn attempts<Q, A, F, Fut>(
     mut req: Q,
     mut send: F,
     deadline: impl std::future::Future<Output = ()>,
+    client_slow: impl Fn() -> bool,
 ) -> Result<(A, Instant), ProxyError>
 where
     A: Answer,
@@ -361,6 +365,9 @@ where
         biased;
         r = attempt => r,
         () = deadline => {
+            if client_slow() {
+                return Err(ProxyError::ClientTimeout(timeout));
+            }
             let ei = trying.load(Relaxed);
             if ei != usize::MAX {
                 blame(ei, Outcome::Failure, now_nanos());
@@ -405,7 +412,9 @@ async fn handle_inner(
         }
     };
     let deadline = tokio::time::sleep_until(start + route.config.timeout);
-    let ((mut resp, ret), answered) = attempts(w, route, svc, start, req, send, deadline).await?;
+    // hyper streams the body from its own connection task: a slow client is not told apart.
+    let ((mut resp, ret), answered) =
+        attempts(w, route, svc, start, req, send, deadline, || false).await?;
     reached.answered = Some(answered);
     if let (Some(down), true) = (
         downstream_upgrade,

@@ -66,6 +66,9 @@ pub enum ProxyError {
     /// The client closed its connection (or sent a broken body) before the request was whole.
     #[error("client went away mid-request: {0}")]
     ClientClosed(&'static str),
+    /// The route's timeout passed while the gateway was still waiting for the request body.
+    #[error("request body not received within {0:?}")]
+    ClientTimeout(Duration),
 }
 
 impl ProxyError {
@@ -76,7 +79,8 @@ impl ProxyError {
             | Self::BadRequest(_)
             | Self::HeadTooLarge(_)
             | Self::NotImplemented(_)
-            | Self::ClientClosed(_) => Side::Downstream,
+            | Self::ClientClosed(_)
+            | Self::ClientTimeout(_) => Side::Downstream,
             Self::NoHealthyEndpoints { .. } => Side::Internal,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout(_)
@@ -102,6 +106,7 @@ impl ProxyError {
             Self::HeadTooLarge(_) => "head_too_large",
             Self::NotImplemented(_) => "not_implemented",
             Self::ClientClosed(_) => "client_closed",
+            Self::ClientTimeout(_) => "request_timeout",
         }
     }
 
@@ -115,6 +120,7 @@ impl ProxyError {
             Self::BadRequest(_) | Self::ClientClosed(_) => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -200,6 +206,13 @@ mod tests {
             502,
             "upstream_failed",
         );
+    }
+
+    #[test]
+    fn a_slow_client_is_408_and_its_own_fault() {
+        let e = ProxyError::ClientTimeout(Duration::from_secs(1));
+        assert_eq!(e.side(), Side::Downstream);
+        check(e, 408, "request_timeout");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) mod upstream;
 
 use std::borrow::Cow;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -135,7 +136,11 @@ pub(crate) async fn serve(
             Read::Closed => return None,
             Read::Bad(e) => {
                 tracing::debug!(error = %e, client = %info.peer, "malformed request");
-                let _ = write_synthetic(&mut io, &e, None, true, false).await;
+                w.metrics
+                    .unmatched
+                    .shard(w.id)
+                    .record(e.status().as_u16(), None);
+                let _ = write_synthetic(&mut io, &e, None, Reply::Close, false).await;
                 return None;
             }
         };
@@ -258,7 +263,12 @@ async fn request<S: std::future::Future>(
         tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
         record(e.status().as_u16(), reached, log);
     };
-    let close_after_error = !head.keep_alive || body_pending;
+    // An unread body ends the connection; an HTTP/1.0 client is told it stays.
+    let after_error = match (!head.keep_alive || body_pending, client_http10) {
+        (true, _) => Reply::Close,
+        (false, true) => Reply::KeepAlive10,
+        (false, false) => Reply::KeepAlive,
+    };
     let filled = if snap.needs_headers {
         head.fill_headers(&s.fields)
     } else if snap.table.reads_host() {
@@ -268,7 +278,7 @@ async fn request<S: std::future::Future>(
     };
     if let Err(e) = filled {
         fail(&e, &reached, log.take());
-        return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
+        return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
     }
     let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
         Ok(x) => x,
@@ -282,7 +292,7 @@ async fn request<S: std::future::Future>(
                 }
             }
             fail(&e, &reached, log.take());
-            return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
+            return error_reply(io, &e, request_id.as_ref(), after_error, head_request).await;
         }
     };
     let route = &snap.routes[ri];
@@ -316,8 +326,9 @@ async fn request<S: std::future::Future>(
     };
     if let Err(e) = head::write_upstream_head(&mut s.up, &head, &s.fields, &add) {
         fail(&e, &reached, log.take());
-        return error_reply(io, &e, request_id.as_ref(), close_after_error, head_request).await;
+        return error_reply(io, &e, request_id.as_ref(), after_error, head_request).await;
     }
+    let waiting = AtomicBool::new(false);
     let out = Outgoing {
         head: &s.up,
         framing: head.framing,
@@ -326,6 +337,7 @@ async fn request<S: std::future::Future>(
             io: &mut *io,
             buf: &mut *buf,
             expect_continue: head.expect_continue,
+            waiting: &waiting,
         },
         connect_timeout: svc.config.connect_timeout,
         now: start,
@@ -335,12 +347,13 @@ async fn request<S: std::future::Future>(
     let pool = (!upgrade).then(|| w.upstreams.raw());
     let send = |addr, out| upstream::exchange(pool, addr, out);
     let deadline = t.route.until(start + route.config.timeout);
-    let sent = attempts(w, route, svc, start, out, send, deadline).await;
+    let client_slow = || waiting.load(Relaxed);
+    let sent = attempts(w, route, svc, start, out, send, deadline, client_slow).await;
     let (ex, answered) = match sent {
         Ok(x) => x,
         Err(e) => {
             fail(&e, &reached, log.take());
-            return error_reply(io, &e, request_id.as_ref(), true, head_request).await;
+            return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
         }
     };
     reached.answered = Some(answered);
@@ -620,11 +633,11 @@ async fn error_reply(
     io: &mut TcpStream,
     e: &ProxyError,
     request_id: Option<&HeaderValue>,
-    close: bool,
+    reply: Reply,
     head_request: bool,
 ) -> Next {
-    match write_synthetic(io, e, request_id, close, head_request).await {
-        Ok(()) if !close => Next::KeepAlive,
+    match write_synthetic(io, e, request_id, reply, head_request).await {
+        Ok(()) if reply != Reply::Close => Next::KeepAlive,
         _ => Next::Close,
     }
 }
@@ -634,7 +647,7 @@ async fn write_synthetic(
     io: &mut TcpStream,
     e: &ProxyError,
     request_id: Option<&HeaderValue>,
-    close: bool,
+    reply: Reply,
     head_request: bool,
 ) -> std::io::Result<()> {
     let resp = respond(e, request_id);
@@ -663,8 +676,10 @@ async fn write_synthetic(
     );
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     put_field(&mut out, b"date", date.as_bytes());
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    match reply {
+        Reply::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Reply::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Reply::KeepAlive | Reply::Upgrade => {}
     }
     out.extend_from_slice(b"\r\n");
     let body: &[u8] = if head_request { &[] } else { &body };

@@ -4,6 +4,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -124,6 +125,8 @@ pub struct Downstream<'a> {
     pub buf: &'a mut BytesMut,
     /// Send `100 Continue` before reading the body from the socket.
     pub expect_continue: bool,
+    /// Set while the exchange waits for the client's body (a timeout then is the client's).
+    pub waiting: &'a AtomicBool,
 }
 
 /// One request ready for the upstream.
@@ -279,7 +282,10 @@ async fn send_streamed(up: &mut TcpStream, out: &mut Outgoing<'_>) -> Result<(),
         if down.buf.capacity() - down.buf.len() < READ_BUF / 2 {
             down.buf.reserve(READ_BUF);
         }
-        match down.io.read_buf(down.buf).await {
+        down.waiting.store(true, Relaxed);
+        let read = down.io.read_buf(down.buf).await;
+        down.waiting.store(false, Relaxed);
+        match read {
             Ok(0) | Err(_) => return Err(ProxyError::ClientClosed("connection closed")),
             Ok(_) => {}
         }

@@ -127,3 +127,26 @@ async fn interim_responses_from_the_upstream_do_not_break_the_exchange() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "/hints/r");
 }
+
+/// A client that stops sending its body is the client's fault: 408 `request_timeout` when the
+/// route's timeout passes, and the endpoint is not blamed (with `consecutive_failures = 1` one
+/// blamed failure would eject the only endpoint and the next request would get a 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_its_body_gets_408_and_the_endpoint_is_not_blamed() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let cfg = format!(
+        "{}[services.o.outlier]\nconsecutive_failures = 1\n\n[[routes]]\nname = \"r\"\ntimeout = \"1s\"\nretries = 0\nbackends = [{{ name = \"o\", weight = 1 }}]\n",
+        crate::cases::support::service("o", &[&o], "round_robin")
+    );
+    let gw = meshgate_e2e::harness::Gateway::start(&cfg).unwrap();
+    let mut wire = Wire::connect(gw.addr).await;
+    let stalled = wire
+        .ask(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await;
+    assert_eq!(stalled.status, 408, "{}", stalled.head.text);
+    stalled.expect_header("x-meshgate-error", "request_timeout");
+    stalled.expect_header("connection", "close");
+    let next = Wire::connect(gw.addr).await.ask(get("/after")).await;
+    assert_eq!(next.status, 200, "{}", next.head.text);
+}
