@@ -159,10 +159,31 @@ pub(crate) async fn serve(
         match next {
             Next::KeepAlive => {}
             Next::Close => {
-                let _ = io.shutdown().await;
+                linger(&mut io, &mut buf).await;
                 return None;
             }
             Next::Handover(pre) => return Some((io, pre)),
+        }
+    }
+}
+
+/// Closes after a response: sends FIN, then reads and discards what the client still sends for
+/// a short while (bounded in time and bytes), so an unread request body does not turn the close
+/// into a reset that destroys the response before the client reads it (nginx's lingering close).
+async fn linger(io: &mut TcpStream, buf: &mut BytesMut) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX: usize = 8 * 1024 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < MAX {
+        buf.clear();
+        buf.reserve(READ_BUF);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
         }
     }
 }
@@ -358,7 +379,11 @@ async fn request<S: std::future::Future>(
     };
     reached.answered = Some(answered);
     t.last = answered;
-    let upstream::Exchange { mut conn, addr } = ex;
+    let upstream::Exchange {
+        mut conn,
+        addr,
+        body_sent,
+    } = ex;
     let status = conn.head.status;
     record(status, &reached, log.take());
     if upgrade && status == 101 {
@@ -388,7 +413,8 @@ async fn request<S: std::future::Future>(
     }
     let framing = conn.head.framing(head_request);
     let decode = framing == Framing::Chunked && client_http10;
-    let closing = !head.keep_alive || framing == Framing::Close || decode || *shutdown.borrow();
+    let closing =
+        !head.keep_alive || framing == Framing::Close || decode || !body_sent || *shutdown.borrow();
     let reply = match (closing, client_http10) {
         (true, _) => Reply::Close,
         (false, true) => Reply::KeepAlive10,
@@ -411,7 +437,7 @@ async fn request<S: std::future::Future>(
                 // A long body: the idle clock starts when it ended, not when the head came.
                 t.last = Instant::now();
             }
-            if reusable && !upgrade && !conn.head.close {
+            if reusable && body_sent && !upgrade && !conn.head.close {
                 w.upstreams.raw().give_back(
                     addr,
                     conn,

@@ -156,6 +156,9 @@ pub struct Exchange {
     pub conn: Conn,
     /// The endpoint it goes to.
     pub addr: SocketAddr,
+    /// The whole request body went out (false: the upstream answered early and stopped reading;
+    /// the client's connection and this one must then close).
+    pub body_sent: bool,
 }
 
 impl Answer for Exchange {
@@ -193,6 +196,18 @@ pub async fn exchange<'a>(
             }
             None => match send_streamed(&mut conn.io, &mut out).await {
                 Ok(()) => Ok(()),
+                // The upstream stopped taking the body: it may have answered already (a 413 and
+                // a close). That answer is the client's, not a 502.
+                Err(e @ ProxyError::UpstreamBroken { .. }) => {
+                    return match read_head(&mut conn).await {
+                        Ok(()) => Ok(Exchange {
+                            conn,
+                            addr,
+                            body_sent: false,
+                        }),
+                        Err(_) => Err(SendError::Failed(e)),
+                    };
+                }
                 Err(e) => return Err(SendError::Failed(e)),
             },
         };
@@ -205,7 +220,11 @@ pub async fn exchange<'a>(
                 if let Some(n) = out.buffered {
                     out.down.buf.advance(n);
                 }
-                return Ok(Exchange { conn, addr });
+                return Ok(Exchange {
+                    conn,
+                    addr,
+                    body_sent: true,
+                });
             }
             // Closed while idle in the pool: the request never reached a live connection.
             Err(HeadError::Nothing(_)) if reused && resendable => continue,

@@ -150,3 +150,67 @@ async fn a_client_stalling_its_body_gets_408_and_the_endpoint_is_not_blamed() {
     let next = Wire::connect(gw.addr).await.ask(get("/after")).await;
     assert_eq!(next.status, 200, "{}", next.head.text);
 }
+
+/// An upstream that answers 413 after the head and closes without reading the body: the client
+/// gets the 413 (not a 502) and the gateway closes the client's connection after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_before_the_body_is_relayed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    trace_init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut b = [0u8; 4096];
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "gateway closed before the head");
+            head.extend_from_slice(&b[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+        )
+        .await
+        .unwrap();
+        // Dropped with the body unread: the gateway's next write fails.
+    });
+    let gw = super::raw_gateway(addr);
+    let total = 8 * 1024 * 1024;
+    let (rd, mut wr) = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .unwrap()
+        .into_split();
+    let sender = tokio::spawn(async move {
+        let head = format!("PUT /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n");
+        let _ = wr.write_all(head.as_bytes()).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    // Read while the body is still being sent: the answer comes before the body is through.
+    let mut rd = rd;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(patience(), async {
+        while !got.windows(4).any(|w| w == b"big!") {
+            let mut b = [0u8; 4096];
+            match rd.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer; got {:?}", lossy(&got));
+    let text = lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nbig!"), "{text}");
+    drop(rd);
+    let _ = sender.await;
+    upstream.await.unwrap();
+}
