@@ -208,4 +208,40 @@ mod tests {
             );
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn any_split_decodes_the_same(
+                chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+                step in 1usize..64,
+                next in proptest::collection::vec(any::<u8>(), 0..16),
+            ) {
+                let mut body = Vec::new();
+                let mut want = Vec::new();
+                for c in &chunks {
+                    body.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
+                    body.extend_from_slice(c);
+                    body.extend_from_slice(b"\r\n");
+                    want.extend_from_slice(c);
+                }
+                body.extend_from_slice(b"0\r\n\r\n");
+                let len = body.len();
+                body.extend_from_slice(&next);
+                let (data, used, done) = decode(&body, step).unwrap();
+                prop_assert!(done);
+                prop_assert_eq!(used, len);
+                prop_assert_eq!(data, want);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = decode(&raw, 7);
+            }
+        }
+    }
 }

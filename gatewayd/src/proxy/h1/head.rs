@@ -828,4 +828,89 @@ mod tests {
         assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
         assert_eq!(h.req.headers()["host"], "a");
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NAMES: [&str; 16] = [
+            "Host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+            "TE",
+            "Trailer",
+            "Keep-Alive",
+            "Proxy-Connection",
+            "Expect",
+            "X-Request-Id",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Other",
+            "content-length",
+        ];
+
+        fn field() -> impl Strategy<Value = (String, String)> {
+            (
+                prop::sample::select(&NAMES[..]).prop_map(str::to_string),
+                "[ -~]{0,24}",
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse_request(&mut BytesMut::from(&raw[..]), &mut Vec::new());
+                let _ = ResponseHead::default().parse(&raw);
+            }
+
+            #[test]
+            fn parsed_requests_forward_without_hop_by_hop(
+                method in prop::sample::select(&["GET", "POST", "HEAD", "PUT"][..]),
+                fields in proptest::collection::vec(field(), 0..12),
+                forwarded in any::<bool>(),
+            ) {
+                let mut raw = format!("{method} /p?q=1 HTTP/1.1\r\n");
+                for (n, v) in &fields {
+                    raw.push_str(&format!("{n}: {v}\r\n"));
+                }
+                raw.push_str("\r\n");
+                let mut parsed = Vec::new();
+                let Ok(Some(head)) = parse_request(&mut BytesMut::from(raw.as_bytes()), &mut parsed)
+                else {
+                    return Ok(());
+                };
+                let id = HeaderValue::from_static("id");
+                let add = Additions {
+                    target: "/p?q=1",
+                    forwarded_for: forwarded.then(|| "10.0.0.1".parse().unwrap()),
+                    https: false,
+                    new_request_id: Some(&id),
+                };
+                let mut out = Vec::new();
+                if write_upstream_head(&mut out, &head, &parsed, &add).is_err() {
+                    return Ok(());
+                }
+                let text = String::from_utf8(out).unwrap();
+                prop_assert!(text.ends_with("\r\n\r\n"));
+                let lines: Vec<&str> = text.trim_end().split("\r\n").skip(1).collect();
+                let count = |name: &str| {
+                    lines
+                        .iter()
+                        .filter(|l| l.split(':').next().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                        .count()
+                };
+                for hop in ["keep-alive", "proxy-connection", "trailer"] {
+                    prop_assert_eq!(count(hop), 0, "{}", text);
+                }
+                prop_assert_eq!(count("host"), 1, "{}", text);
+                prop_assert_eq!(count("x-request-id"), 1, "{}", text);
+                prop_assert!(count("content-length") <= 1 || head.framing != Framing::Chunked);
+                prop_assert!(count("connection") <= usize::from(head.upgrade), "{}", text);
+            }
+        }
+    }
 }
