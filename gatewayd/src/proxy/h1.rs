@@ -35,6 +35,9 @@ use crate::route::rewrite_path;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
+/// more (it grows for larger heads and for bodies).
+const HEAD_BUF: usize = 4 * 1024;
 /// How long a client may take to send a request head, and how long an idle keep-alive
 /// connection is kept.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,7 +119,7 @@ pub(crate) async fn serve(
     w: &Worker,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(TcpStream, Bytes)> {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut buf = BytesMut::with_capacity(HEAD_BUF);
     let mut scratch = Scratch::default();
     let mut stop_rx = shutdown.clone();
     let stop = stopped(&mut stop_rx);
@@ -209,7 +212,7 @@ async fn read_request<S: std::future::Future>(
             }
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
+            buf.reserve(HEAD_BUF);
         }
         // Between requests a stopping worker closes the connection; mid-head it waits.
         let idle = buf.is_empty();
