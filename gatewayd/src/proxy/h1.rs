@@ -388,6 +388,15 @@ async fn request<S: std::future::Future>(
         body_sent,
     } = ex;
     let status = conn.head.status;
+    if status == 101 && !upgrade {
+        // A protocol switch nobody asked for: the connection now speaks something else.
+        let e = ProxyError::UpstreamBroken {
+            addr,
+            reason: "101 Switching Protocols to a request without Upgrade".into(),
+        };
+        fail(&e, &reached, log.take());
+        return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
+    }
     record(status, &reached, log.take());
     if upgrade && status == 101 {
         response_head(
@@ -440,7 +449,9 @@ async fn request<S: std::future::Future>(
                 // A long body: the idle clock starts when it ended, not when the head came.
                 t.last = Instant::now();
             }
-            if reusable && body_sent && !upgrade && !conn.head.close {
+            // After a HEAD the upstream may still send the body its head announced (some do):
+            // a pooled connection would hand those bytes to the next request as its answer.
+            if reusable && body_sent && !upgrade && !head_request && !conn.head.close {
                 w.upstreams.raw().give_back(
                     addr,
                     conn,

@@ -22,6 +22,7 @@ mod handover;
 mod headers;
 mod policies;
 mod pooling;
+mod quirks;
 mod request;
 mod smuggling;
 mod upstream;

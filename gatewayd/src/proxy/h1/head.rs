@@ -111,6 +111,18 @@ impl Field {
     }
 }
 
+/// Where `part` lies in `buf`, as (offset, length). httparse hands out slices of the buffer,
+/// except for some empty ones (a missing reason phrase is a static `""`): anything outside the
+/// buffer is the empty span at 0.
+fn offsets_in(buf: &[u8], part: &[u8]) -> (u32, u32) {
+    let base = buf.as_ptr() as usize;
+    let start = (part.as_ptr() as usize).wrapping_sub(base);
+    match start.checked_add(part.len()) {
+        Some(end) if start <= buf.len() && end <= buf.len() => (start as u32, part.len() as u32),
+        _ => (0, 0),
+    }
+}
+
 fn span(b: &[u8], (o, l): (u32, u32)) -> &[u8] {
     &b[o as usize..(o + l) as usize]
 }
@@ -180,8 +192,7 @@ pub fn parse_request(
     if len > MAX_HEAD {
         return Err(ProxyError::HeadTooLarge(MAX_HEAD));
     }
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    let at = |s: &[u8]| offsets_in(buf, s);
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| ProxyError::BadRequest("invalid method"))?;
     let target = at(parsed.path.unwrap_or("").as_bytes());
@@ -499,8 +510,7 @@ impl ResponseHead {
             Ok(httparse::Status::Partial) => return Ok(false),
             Err(_) => return Err("malformed response head"),
         };
-        let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+        let at = |s: &[u8]| offsets_in(buf, s);
         self.len = len;
         self.status = parsed.code.unwrap_or(0);
         self.reason = at(parsed.reason.unwrap_or("").as_bytes());
@@ -526,12 +536,12 @@ impl ResponseHead {
                     _ => lengths_ok = false,
                 },
                 Kind::TransferEncoding => {
-                    self.has_te = true;
-                    self.chunked = h
-                        .value
-                        .rsplit(|&b| b == b',')
-                        .next()
-                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    // The final coding decides; empty list elements do not count (RFC 9110
+                    // §5.6.1), whichever field they are in.
+                    if let Some(last) = tokens(h.value).last() {
+                        self.has_te = true;
+                        self.chunked = last.eq_ignore_ascii_case(b"chunked");
+                    }
                 }
                 Kind::Connection => {
                     for t in tokens(h.value) {
@@ -728,6 +738,45 @@ mod tests {
         assert!(r
             .parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
             .is_err());
+    }
+
+    /// Review: RFC 9110 §5.6.1 empty list elements are ignored, as `parse_request` does with
+    /// `tokens`; the response side takes the text after the last comma, so a trailing comma or
+    /// an empty second field turns a chunked body into a close-delimited one.
+    #[test]
+    fn response_te_with_empty_list_elements_is_chunked() {
+        let mut r = ResponseHead::default();
+        assert!(r
+            .parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n")
+            .unwrap());
+        assert_eq!(r.framing(false), Framing::Chunked, "trailing comma");
+        assert!(r
+            .parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n")
+            .unwrap());
+        assert_eq!(r.framing(false), Framing::Chunked, "empty second field");
+    }
+
+    /// Review: httparse returns a `'static` `""` (not a slice of the buffer) as the reason of
+    /// a status line without one (`HTTP/1.1 200`) or with obs-text in it, so the offset
+    /// arithmetic in `parse` (`s.as_ptr() - base`) underflows: a panic with overflow checks,
+    /// a garbage offset (and a slice panic in `response_head`) without.
+    #[test]
+    fn status_line_without_a_reason_phrase() {
+        for raw in [
+            &b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 204 \x80\r\n\r\n",
+        ] {
+            // On the heap, as the upstream connection's buffer is.
+            let buf = BytesMut::from(raw);
+            let mut r = ResponseHead::default();
+            assert!(r.parse(&buf).unwrap());
+            let (o, l) = (r.reason.0 as usize, r.reason.1 as usize);
+            assert!(
+                o + l <= r.len,
+                "reason at {o}+{l} outside a {}-byte head",
+                r.len
+            );
+        }
     }
 
     fn upstream(raw: &[u8], add: &Additions<'_>) -> String {

@@ -139,10 +139,12 @@ impl Head {
     }
 
     pub(super) fn chunked(&self) -> bool {
+        // The final coding decides; empty list elements do not count (RFC 9110 §5.6.1).
         self.get("transfer-encoding").is_some_and(|v| {
             v.rsplit(',')
-                .next()
-                .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+                .map(str::trim)
+                .find(|c| !c.is_empty())
+                .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
         })
     }
 
