@@ -28,9 +28,9 @@ pub use server::{bind_listener, run_worker, stopped, WorkerSet};
 /// (`benches/h1_heads.rs`). Not a stable API.
 #[doc(hidden)]
 pub mod bench {
-    pub use super::h1::head::{
-        parse_request, write_upstream_head, Additions, Field, RequestHead, ResponseHead,
-    };
+    pub use super::h1::forward::{write_upstream_head, Additions};
+    pub use super::h1::head::{parse_request, Field, RequestHead};
+    pub use super::h1::response::ResponseHead;
 }
 
 /// A 64-hex-digit random token (admin API secrets).

@@ -14,7 +14,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::chunked::Chunked;
-use super::head::{Framing, ResponseHead};
+use super::head::Framing;
+use super::response::ResponseHead;
 use crate::fxhash::FxHashMap;
 use crate::proxy::client::SendError;
 use crate::proxy::error::ProxyError;

@@ -1,0 +1,211 @@
+//! The request head the gateway writes upstream, from the client's: kept fields copied as the
+//! lines they arrived as, then the gateway's own fields.
+
+use std::borrow::Cow;
+
+use http::HeaderValue;
+
+use super::head::{listed_in_connection, Field, Framing, Kind, RequestHead};
+use crate::config::PathMatch;
+use crate::proxy::error::ProxyError;
+use crate::proxy::ConnInfo;
+use crate::route::rewrite_path;
+use crate::snapshot::RouteRuntime;
+
+/// What the gateway adds to the request it forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Additions<'a> {
+    /// Path and query to send.
+    pub target: &'a str,
+    /// `X-Forwarded-*` from this client address (`None`: the policy is off).
+    pub forwarded_for: Option<std::net::IpAddr>,
+    /// The client connection is TLS.
+    pub https: bool,
+    /// A request id the gateway generated (the client's own is forwarded as received).
+    pub new_request_id: Option<&'a HeaderValue>,
+}
+
+/// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
+/// line not ending in CRLF is rewritten instead). Call [`flush`] before writing anything else.
+///
+/// [`flush`]: LineCopier::flush
+#[derive(Debug)]
+pub struct LineCopier<'a> {
+    raw: &'a [u8],
+    start: usize,
+    end: usize,
+}
+
+// === impl LineCopier ===
+
+impl<'a> LineCopier<'a> {
+    /// Copies from `raw`, the head the fields point into.
+    pub fn new(raw: &'a [u8]) -> Self {
+        Self {
+            raw,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Appends field `f` (after any earlier kept ones).
+    pub fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
+        let name_start = f.name.0 as usize;
+        let value_end = (f.value.0 + f.value.1) as usize;
+        let rest = &self.raw[value_end..];
+        let ws = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if rest.get(ws..ws + 2) == Some(&b"\r\n"[..]) {
+            if self.end != name_start {
+                self.flush(out);
+                self.start = name_start;
+            }
+            self.end = value_end + ws + 2;
+        } else {
+            self.flush(out);
+            put_field(out, f.name(self.raw), f.value(self.raw));
+        }
+    }
+
+    /// Writes out the pending run.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.end > self.start {
+            out.extend_from_slice(&self.raw[self.start..self.end]);
+        }
+        self.start = 0;
+        self.end = 0;
+    }
+}
+
+/// Writes the upstream request head from the client's, field by field: the received bytes of
+/// every end-to-end field, hop-by-hop fields dropped (RFC 9110 §7.6.1), then our framing,
+/// forwarding and request-id fields. No header map is built or walked.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    fields: &[Field],
+    add: &Additions<'_>,
+) -> Result<(), ProxyError> {
+    let raw = &head.raw[..];
+    let forwarded = add.forwarded_for.is_some();
+    out.clear();
+    out.extend_from_slice(head.req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(add.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // RFC 9112 §3.2.2: an absolute-form target's authority replaces any `Host` field.
+    let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
+    let mut host = None;
+    let mut forwarded_host = false;
+    let mut copy = LineCopier::new(raw);
+    for f in fields {
+        let value = f.value(raw);
+        let keep = match f.kind {
+            // Only plain fields can be made hop-by-hop by `Connection`: framing and `Host` are
+            // not the client's to remove (a listed `Content-Length` would desynchronise us).
+            Kind::Other => !(head.listed && listed_in_connection(raw, fields, f.name(raw))),
+            Kind::Host if authority.is_some() => false,
+            Kind::Host => {
+                host = Some(value);
+                true
+            }
+            Kind::ContentLength => true,
+            Kind::Connection
+            | Kind::KeepAlive
+            | Kind::ProxyConnection
+            | Kind::Trailer
+            | Kind::TransferEncoding => false,
+            Kind::Upgrade => head.upgrade,
+            // The one TE value allowed end to end (gRPC needs it).
+            Kind::Te => value.eq_ignore_ascii_case(b"trailers"),
+            Kind::Expect => !head.expect_continue,
+            Kind::RequestId => add.new_request_id.is_none(),
+            Kind::ForwardedFor | Kind::ForwardedProto => !forwarded,
+            Kind::ForwardedHost => {
+                forwarded_host = true;
+                true
+            }
+        };
+        if keep {
+            copy.keep(out, f);
+        }
+    }
+    copy.flush(out);
+    let host = match (host, authority) {
+        (Some(h), _) => h,
+        (None, Some(a)) => {
+            put_field(out, b"host", a);
+            a
+        }
+        (None, None) => return Err(ProxyError::BadRequest("missing Host header")),
+    };
+    if head.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    if head.framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(ip) = add.forwarded_for {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for f in fields.iter().filter(|f| f.kind == Kind::ForwardedFor) {
+            out.extend_from_slice(f.value(raw));
+            out.extend_from_slice(b", ");
+        }
+        let mut ip_buf = [0u8; 64];
+        out.extend_from_slice(crate::proxy::headers::format_ip(ip, &mut ip_buf));
+        out.extend_from_slice(if add.https {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
+        if !forwarded_host {
+            put_field(out, b"x-forwarded-host", host);
+        }
+    }
+    if let Some(id) = add.new_request_id {
+        put_field(out, b"x-request-id", id.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// Writes the upstream request head for a request that matched `route`: the target as the
+/// route rewrites it, and what the policies add.
+pub(super) fn upstream_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    fields: &[Field],
+    route: &RouteRuntime,
+    info: &ConnInfo,
+    forwarded_headers: bool,
+    new_request_id: Option<&HeaderValue>,
+) -> Result<(), ProxyError> {
+    let uri = head.req.uri();
+    let target = match (&route.config.rewrite, &route.config.path) {
+        (Some(rw), PathMatch::Prefix(prefix)) => {
+            let path = rewrite_path(rw, prefix, uri.path());
+            match uri.query() {
+                Some(q) => Cow::Owned(format!("{path}?{q}")),
+                None => path,
+            }
+        }
+        _ => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+    };
+    let add = Additions {
+        target: &target,
+        forwarded_for: forwarded_headers.then(|| info.peer.ip()),
+        https: info.tls,
+        new_request_id,
+    };
+    write_upstream_head(out, head, fields, &add)
+}
+
+/// Appends `name: value\r\n`.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,92 @@
+//! Reading the client's request: its head (or the HTTP/2 preface) within the head and keep-alive
+//! timeouts, and whether its whole body is in the buffer already.
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+use super::chunked::Chunked;
+use super::head::{self, Field, Framing, RequestHead};
+use super::timers::Timers;
+use super::{HEAD_BUF, HEAD_TIMEOUT};
+use crate::proxy::error::ProxyError;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[allow(clippy::large_enum_variant)] // returned once per request: a box would be an allocation
+pub(super) enum Read {
+    Head(RequestHead),
+    Http2,
+    Closed,
+    Bad(ProxyError),
+}
+
+pub(super) async fn read_request<S: std::future::Future>(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
+    t: &mut Timers<'_, S>,
+    first: bool,
+) -> Read {
+    let deadline = t.last + HEAD_TIMEOUT;
+    loop {
+        if first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
+            if buf.len() >= PREFACE.len() {
+                return Read::Http2;
+            }
+        } else {
+            match head::parse_request(buf, fields) {
+                Ok(Some(h)) => return Read::Head(h),
+                Ok(None) => {}
+                Err(e) => return Read::Bad(e),
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(HEAD_BUF);
+        }
+        // Between requests a stopping worker closes the connection; mid-head it waits.
+        let idle = buf.is_empty();
+        let r = tokio::select! {
+            biased;
+            r = io.read_buf(buf) => r,
+            () = t.idle.until(deadline) => return Read::Closed,
+            _ = t.stop.as_mut(), if idle => return Read::Closed,
+        };
+        match r {
+            Ok(0) | Err(_) => return Read::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The whole request body's length when all of it is in `buf` already.
+pub(super) fn whole_body(buf: &[u8], framing: Framing) -> Option<usize> {
+    match framing {
+        Framing::None => Some(0),
+        Framing::Length(n) => usize::try_from(n).ok().filter(|&n| n <= buf.len()),
+        Framing::Chunked => {
+            let mut c = Chunked::default();
+            let used = c.feed(buf, |_| {}).ok()?;
+            c.is_done().then_some(used)
+        }
+        Framing::Close => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_body_only_when_complete() {
+        assert_eq!(whole_body(b"", Framing::None), Some(0));
+        assert_eq!(whole_body(b"abcdef", Framing::Length(3)), Some(3));
+        assert_eq!(whole_body(b"ab", Framing::Length(3)), None);
+        assert_eq!(
+            whole_body(b"1\r\na\r\n0\r\n\r\nGET", Framing::Chunked),
+            Some(11)
+        );
+        assert_eq!(whole_body(b"1\r\na\r\n", Framing::Chunked), None);
+    }
+}

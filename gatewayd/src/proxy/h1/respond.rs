@@ -1,0 +1,351 @@
+//! What the client is sent: the response head written from the upstream's, the body streamed
+//! after it, a protocol switch passed on, and the gateway's own answers.
+
+use std::io::IoSlice;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::HeaderValue;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::chunked::Chunked;
+use super::forward::{put_field, LineCopier};
+use super::head::{self, Framing, Kind};
+use super::response::ResponseHead;
+use super::upstream::{write_all_vectored, Conn, READ_BUF};
+use super::Next;
+use crate::proxy::error::{respond, ProxyError};
+
+/// How the response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reply {
+    /// HTTP/1.1 keep-alive (the default: no `Connection` header).
+    KeepAlive,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    KeepAlive10,
+    /// `Connection: close`.
+    Close,
+    /// `101 Switching Protocols` passed through.
+    Upgrade,
+}
+
+/// How a response body went.
+pub(super) struct Forwarded {
+    /// The upstream connection ended cleanly at the message's end and may be reused.
+    pub(super) reusable: bool,
+    /// More than the first read was needed (the body took time).
+    pub(super) waited: bool,
+}
+
+/// Writes the client's response head from the upstream's: our own status line, hop-by-hop
+/// fields removed (RFC 9110 §7.6.1), the request id, and our own framing and connection fields.
+pub(super) fn response_head(
+    out: &mut Vec<u8>,
+    h: &ResponseHead,
+    b: &[u8],
+    request_id: Option<&HeaderValue>,
+    reply: Reply,
+    keep_te: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(h.status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(&b[h.reason.0 as usize..(h.reason.0 + h.reason.1) as usize]);
+    out.extend_from_slice(b"\r\n");
+    let upgrade = reply == Reply::Upgrade;
+    // Field names listed in `Connection` are hop-by-hop too.
+    let listed = h.fields.iter().any(|f| {
+        f.kind == Kind::Connection
+            && head::tokens(f.value(b)).any(|t| {
+                !(t.eq_ignore_ascii_case(b"close")
+                    || t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"upgrade"))
+            })
+    });
+    let mut copy = LineCopier::new(b);
+    for f in &h.fields {
+        let drop = match f.kind {
+            Kind::Te
+            | Kind::Trailer
+            | Kind::Connection
+            | Kind::KeepAlive
+            | Kind::ProxyConnection => true,
+            // Passed on as received (codings included) to an HTTP/1.1 client; an HTTP/1.0
+            // client gets the body decoded, or until close.
+            Kind::TransferEncoding => !keep_te,
+            Kind::Upgrade => !upgrade,
+            Kind::RequestId => request_id.is_some(),
+            Kind::ContentLength => h.has_te,
+            _ => false,
+        };
+        // Only plain fields can be made hop-by-hop by `Connection` (not the framing ones).
+        let hop = drop
+            || (listed
+                && f.kind == Kind::Other
+                && head::listed_in_connection(b, &h.fields, f.name(b)));
+        if !hop {
+            copy.keep(out, f);
+        }
+    }
+    copy.flush(out);
+    if let Some(id) = request_id {
+        put_field(out, b"x-request-id", id.as_bytes());
+    }
+    match reply {
+        Reply::KeepAlive => {}
+        Reply::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Reply::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Reply::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    let n = n.min(999);
+    [
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
+}
+
+/// Passes a `101 Switching Protocols` on to the client, then relays bytes both ways until either
+/// side ends.
+pub(super) async fn switch_protocols(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    down: &mut Vec<u8>,
+    conn: Conn,
+    request_id: Option<&HeaderValue>,
+) -> Next {
+    response_head(
+        down,
+        &conn.head,
+        &conn.buf,
+        request_id,
+        Reply::Upgrade,
+        false,
+    );
+    let Conn {
+        io: mut up,
+        buf: mut early,
+        head,
+    } = conn;
+    early.advance(head.len);
+    let parts = [IoSlice::new(down), IoSlice::new(&early)];
+    if write_all_vectored(io, parts).await.is_err() || up.write_all(buf).await.is_err() {
+        return Next::Close;
+    }
+    buf.clear();
+    if let Err(e) = tokio::io::copy_bidirectional(io, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+    Next::Close
+}
+
+/// Streams the response body after `head` (already in `down_head`) to the client.
+pub(super) async fn forward_body(
+    down: &mut TcpStream,
+    conn: &mut Conn,
+    down_head: &[u8],
+    framing: Framing,
+    decode: bool,
+) -> Result<Forwarded, ()> {
+    let mut waited = false;
+    let reusable = forward_body_inner(down, conn, down_head, framing, decode, &mut waited).await?;
+    Ok(Forwarded { reusable, waited })
+}
+
+async fn forward_body_inner(
+    down: &mut TcpStream,
+    conn: &mut Conn,
+    down_head: &[u8],
+    framing: Framing,
+    decode: bool,
+    waited: &mut bool,
+) -> Result<bool, ()> {
+    let Conn { io: up, buf, .. } = conn;
+    let mut head = Some(down_head);
+    match framing {
+        Framing::None => {
+            write2(down, head.take(), &[]).await?;
+            Ok(buf.is_empty())
+        }
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                write2(down, head.take(), &buf[..take]).await?;
+                left -= take as u64;
+                if left == 0 {
+                    return Ok(buf.len() == take);
+                }
+                *waited = true;
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Chunked if !decode => {
+            let mut c = Chunked::default();
+            loop {
+                let used = c.feed(buf, |_| {}).map_err(|_| ())?;
+                write2(down, head.take(), &buf[..used]).await?;
+                if c.is_done() {
+                    return Ok(buf.len() == used);
+                }
+                *waited = true;
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Chunked => {
+            write2(down, head.take(), &[]).await?;
+            let mut c = Chunked::default();
+            let mut ranges = Vec::new();
+            loop {
+                ranges.clear();
+                let used = c.feed(buf, |r| ranges.push(r)).map_err(|_| ())?;
+                for r in &ranges {
+                    write2(down, None, &buf[r.clone()]).await?;
+                }
+                if c.is_done() {
+                    return Ok(buf.len() == used);
+                }
+                *waited = true;
+                refill(up, buf).await?;
+            }
+        }
+        Framing::Close => loop {
+            write2(down, head.take(), buf).await?;
+            *waited = true;
+            buf.clear();
+            if buf.capacity() < READ_BUF / 2 {
+                buf.reserve(READ_BUF);
+            }
+            match up.read_buf(buf).await {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(_) => return Err(()),
+            }
+        },
+    }
+}
+
+/// Writes an optional head and some body bytes to the client, in one system call when it can.
+async fn write2(down: &mut TcpStream, head: Option<&[u8]>, data: &[u8]) -> Result<(), ()> {
+    let parts = [IoSlice::new(head.unwrap_or(&[])), IoSlice::new(data)];
+    write_all_vectored(down, parts).await.map_err(|_| ())
+}
+
+/// Replaces `buf`'s (forwarded) content with the next bytes from the upstream; end of stream
+/// mid-body is an error.
+async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ()> {
+    buf.clear();
+    if buf.capacity() < READ_BUF / 2 {
+        buf.reserve(READ_BUF);
+    }
+    match up.read_buf(buf).await {
+        Ok(0) | Err(_) => Err(()),
+        Ok(_) => Ok(()),
+    }
+}
+
+pub(super) async fn error_reply(
+    io: &mut TcpStream,
+    e: &ProxyError,
+    request_id: Option<&HeaderValue>,
+    reply: Reply,
+    head_request: bool,
+) -> Next {
+    match write_synthetic(io, e, request_id, reply, head_request).await {
+        Ok(()) if reply != Reply::Close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Writes the gateway's own JSON answer for `e`.
+pub(super) async fn write_synthetic(
+    io: &mut TcpStream,
+    e: &ProxyError,
+    request_id: Option<&HeaderValue>,
+    reply: Reply,
+    head_request: bool,
+) -> std::io::Result<()> {
+    let resp = respond(e, request_id);
+    let body = match resp.body() {
+        crate::proxy::ResponseBody::Full(Some(b)) => b.clone(),
+        _ => Bytes::new(),
+    };
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        resp.status()
+            .canonical_reason()
+            .unwrap_or("Error")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    put_field(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    put_field(&mut out, b"date", date.as_bytes());
+    match reply {
+        Reply::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Reply::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Reply::KeepAlive | Reply::Upgrade => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    let body: &[u8] = if head_request { &[] } else { &body };
+    write_all_vectored(io, [IoSlice::new(&out), IoSlice::new(body)]).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn rewritten(raw: &[u8], id: Option<&HeaderValue>, reply: Reply, keep_te: bool) -> String {
+        let mut h = ResponseHead::default();
+        assert!(h.parse(raw).unwrap());
+        let mut out = Vec::new();
+        response_head(&mut out, &h, raw, id, reply, keep_te);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn response_heads_drop_hop_by_hop_but_never_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, content-length, x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nContent-Length: 3\r\nX-Request-Id: theirs\r\nX-End: 2\r\n\r\n";
+        let id = HeaderValue::from_static("ours");
+        assert_eq!(
+            rewritten(raw, Some(&id), Reply::KeepAlive, true),
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-End: 2\r\nx-request-id: ours\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn transfer_codings_pass_to_http11_clients_only() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n";
+        assert_eq!(
+            rewritten(raw, None, Reply::KeepAlive, true),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        );
+        assert_eq!(
+            rewritten(raw, None, Reply::Close, false),
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn status_digits() {
+        assert_eq!(&itoa3(204), b"204");
+        assert_eq!(&itoa3(101), b"101");
+    }
+}
