@@ -26,27 +26,7 @@ PORT=$(sed -nE 's/^address = "127\.0\.0\.1:([0-9]+)".*/\1/p' "$CONFIG" | head -n
 # shellcheck source=tests/bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bench_setup meshgate-profile
-
-
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat >"$RUN/upstream.conf" <<EOF
-worker_processes 1;
-pid upstream.pid;
-error_log upstream.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:19001;
-        listen 127.0.0.1:19002;
-        location / { default_type text/plain; return 200 "$body"; }
-    }
-}
-EOF
-nginx -p "$RUN/" -c "$RUN/upstream.conf" -g 'daemon off;' &
-PIDS+=($!)
-wait_http http://127.0.0.1:19001/
+bench_upstream
 
 if [[ $TOOL == callgrind ]]; then
     valgrind --tool=callgrind --callgrind-out-file="$RUN/callgrind.out" \

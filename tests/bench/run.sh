@@ -127,36 +127,9 @@ SYSTEMS=()   # proxies, interleave order
 
 
 start_upstream() {
-    local body
-    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-    cat >"$RUN/upstream.conf" <<EOF
-worker_processes 1;
-pid upstream.pid;
-error_log upstream.error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    server {
-        listen 127.0.0.1:19001;
-        listen 127.0.0.1:19002;
-        location / {
-            default_type text/plain;
-            return 200 "$body";
-        }
-    }
-}
-EOF
-    nginx -p "$RUN/" -c "$RUN/upstream.conf" -g 'daemon off;' &
-    PIDS+=($!)
-    PID_OF[direct]=$!
+    bench_upstream
+    PID_OF[direct]=$UPSTREAM_PID
     PORT_OF[direct]=19001
-    wait_http http://127.0.0.1:19001/api/
-    wait_http http://127.0.0.1:19002/api/
-    local n
-    n=$(curl -s http://127.0.0.1:19001/api/ | wc -c)
-    [[ $n == 1024 ]] || { log "upstream body is $n bytes, not 1024"; exit 1; }
 }
 
 add_system() { # name port h2port pid
