@@ -96,7 +96,12 @@ pub(crate) async fn serve(
                     .unmatched
                     .shard(w.id)
                     .record(e.status().as_u16(), None);
-                let _ = write_synthetic(&mut io, &e, None, Reply::Close, false).await;
+                if write_synthetic(&mut io, &e, None, Reply::Close, false)
+                    .await
+                    .is_ok()
+                {
+                    linger(&mut io, &mut buf).await;
+                }
                 return None;
             }
         };
