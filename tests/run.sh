@@ -13,6 +13,12 @@ cargo build --workspace --bins --locked
 echo "== tmux (the console test drives gwctl in a real terminal)"
 # CI runs as root on Debian.
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
+echo "== nginx (a real upstream for the HTTP/2 conformance case) and httpwg (the suite)"
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
+  || { apt-get update -qq && apt-get install -y -qq nginx-light; }
+# httpwg-cli from crates.io: an independent port of h2spec. Built once per machine.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+command -v httpwg >/dev/null || cargo install --quiet --locked httpwg-cli@0.2.5
 echo "== python tools (real Consul clients the e2e suite points at devconsul)"
 # .venv at the repository root (git-ignored); pinned in tests/python/requirements.txt. pip is
 # only asked when the requirements changed since the last install, so reruns cost nothing.

@@ -546,7 +546,7 @@ impl App {
         if let Some(link) = link {
             link.register(admin_addr).await;
         }
-        tokio::spawn(sampler(control.metrics.clone(), shutdown_rx.clone()));
+        tokio::spawn(sampler(control.clone(), shutdown_rx.clone()));
         tracing::info!(%admin_addr, "admin API listening");
         Ok(Self {
             control,
@@ -608,13 +608,37 @@ fn force_exit() -> ! {
     std::process::exit(1)
 }
 
-/// Takes one metrics history sample per second.
-async fn sampler(metrics: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+/// Once a second: takes a metrics history sample and announces the ejections the workers
+/// recorded (workers never touch the event log themselves).
+async fn sampler(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => metrics.sample_all(crate::metrics::unix_secs(SystemTime::now())),
+            _ = tick.tick() => {
+                let metrics = &control.metrics;
+                metrics.sample_all(crate::metrics::unix_secs(SystemTime::now()));
+                for (service, e) in metrics.take_ejections() {
+                    control.events.emit(
+                        "endpoint_ejected",
+                        None,
+                        Some(service.clone()),
+                        ejection_message(&service, &e),
+                    );
+                }
+            }
             _ = crate::proxy::stopped(&mut shutdown) => return,
         }
     }
+}
+
+/// "web-blue: 127.0.0.1:8081 ejected for 10s after 5 consecutive_failures: GET /a: …; …".
+fn ejection_message(service: &str, e: &crate::health::Ejected) -> String {
+    format!(
+        "{service}: {} ejected for {:?} after {} {}: {}",
+        e.endpoint,
+        e.duration,
+        e.after,
+        e.rule,
+        e.causes.join("; ")
+    )
 }

@@ -2,4 +2,4 @@
 
 mod outlier;
 
-pub use outlier::{record_outcome, Outcome};
+pub use outlier::{record_outcome, Ejected, Outcome, NOTES};

@@ -6,7 +6,7 @@ mod histogram;
 mod prometheus;
 mod shard;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,10 +17,15 @@ pub use shard::{class_index, Shard, CLASSES};
 
 use hdrhistogram::Histogram;
 
+use crate::health::Ejected;
+use crate::proxy::{ClientFault, Fault, ProxyError};
+
 /// Seconds of history kept for rps and sparklines.
 pub const HISTORY_SECONDS: usize = 300;
 /// Window of the `rps` figure.
 pub const RPS_WINDOW: usize = 10;
+/// Ejections kept for the admin events between two drains.
+const EJECTIONS_QUEUED: usize = 100;
 
 /// Metrics of one (route, backend) pair, kept across reloads while the pair exists.
 #[derive(Debug)]
@@ -166,6 +171,12 @@ pub struct Registry {
     pub retries: AtomicU64,
     /// Outlier ejections.
     pub ejections: AtomicU64,
+    /// Failures that were the client's, by kind ([`ClientFault::index`]); never counted against
+    /// an endpoint.
+    pub client_faults: [AtomicU64; ClientFault::ALL.len()],
+    /// Ejections not yet announced as admin events (the control runtime drains them each
+    /// second; bounded, the oldest dropped first).
+    ejected: Mutex<VecDeque<(String, Ejected)>>,
     /// Config reloads applied.
     pub reloads_ok: AtomicU64,
     /// Config reloads rejected.
@@ -184,6 +195,8 @@ impl Registry {
             unmatched: Arc::new(BackendMetrics::new("", "", shards)),
             retries: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            client_faults: Default::default(),
+            ejected: Mutex::new(VecDeque::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             started: SystemTime::now(),
@@ -224,6 +237,35 @@ impl Registry {
     /// Counts a retried attempt.
     pub fn count_retry(&self) {
         self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failure the client caused.
+    pub fn count_client_fault(&self, kind: ClientFault) {
+        self.client_faults[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a gateway-made answer when it was the client's fault (other faults are counted
+    /// where they happen: ejections, the status class of the request).
+    pub fn count_error(&self, e: &ProxyError) {
+        if let Fault::Client(kind) = e.fault() {
+            self.count_client_fault(kind);
+        }
+    }
+
+    /// Records an ejection of an endpoint of `service` for the admin events.
+    pub fn count_ejection(&self, service: &str, e: Ejected) {
+        self.ejections.fetch_add(1, Relaxed);
+        let mut q = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == EJECTIONS_QUEUED {
+            q.pop_front();
+        }
+        q.push_back((service.to_string(), e));
+    }
+
+    /// The ejections recorded since the last call, oldest first, with their service.
+    pub fn take_ejections(&self) -> Vec<(String, Ejected)> {
+        let mut q = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        q.drain(..).collect()
     }
 }
 

@@ -19,9 +19,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-pub use body::ResponseBody;
+pub use body::{BodyWatch, RequestBody, ResponseBody};
 pub use client::{PoolReturn, SendError, Upstreams};
-pub use error::{respond, ProxyError, Side};
+pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
 pub use server::{bind_listener, run_worker, stopped, WorkerSet};
 
 /// The HTTP/1.1 engine's head parsing and writing, for the criterion benches
@@ -193,13 +193,26 @@ pub async fn handle(
         .then(|| with_rng(|rng| headers::request_id(req.headers_mut(), rng)));
     let log = LogLine::capture(w, &req);
     let mut reached = Reached::default();
-    let mut resp = match handle_inner(req, &snap, w, conn, start, &mut reached).await {
+    // hyper drops this future when the client resets the stream or the connection.
+    let cancelled = Cancelled::arm(&w.metrics);
+    let inner = handle_inner(
+        req,
+        &snap,
+        w,
+        conn,
+        start,
+        request_id.as_ref(),
+        &mut reached,
+    );
+    let mut resp = match inner.await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
+            w.metrics.count_error(&e);
             respond(&e, request_id.as_ref())
         }
     };
+    cancelled.disarm();
     // The id the gateway logs is the one the client sees, even if the upstream sent another.
     if let Some(id) = &request_id {
         resp.headers_mut().insert(&headers::REQUEST_ID, id.clone());
@@ -269,18 +282,52 @@ impl<A: Answer, R> Answer for (A, R) {
     }
 }
 
+/// One request's way to a service: what [`attempts`] needs besides the request itself.
+pub(crate) struct Call<'a> {
+    pub w: &'a Worker,
+    pub route: &'a RouteRuntime,
+    pub svc: &'a ServiceRuntime,
+    /// When the request arrived (the first attempt's send time, the deadline's base).
+    pub start: Instant,
+    /// Method and path, for the failure notes an ejection reports.
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+impl Call<'_> {
+    /// Feeds outlier detection with an outcome of endpoint `ei`; `why` is the failure's text.
+    fn record(&self, ei: usize, outcome: Outcome, now: u64, why: &dyn std::fmt::Display) {
+        let note = || {
+            let id = self.request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
+            format!("{} {} (request {id}): {why}", self.method, self.path)
+        };
+        let svc = self.svc;
+        if let Some(e) = record_outcome(&svc.endpoints, ei, outcome, &svc.config.outlier, now, note)
+        {
+            self.w.metrics.count_ejection(&svc.config.name, e);
+        }
+    }
+
+    /// Counts `e` against endpoint `ei` when, and only when, it is the endpoint's own fault.
+    fn blame(&self, ei: usize, e: &ProxyError, now: u64) {
+        if let Fault::Endpoint(kind) = e.fault() {
+            self.record(ei, Outcome::Fault(kind), now, e);
+        }
+    }
+}
+
 /// Sends `req` to the service's endpoints: balance, retry what was never sent on another
 /// endpoint, feed outlier detection and latency estimates, all within the route's timeout.
 /// `send` carries one attempt over whatever transport the caller uses.
 /// `deadline` resolves when the route's timeout (from `start`) has passed; `client_slow` says,
 /// at that moment, whether the attempt was waiting for the client's body rather than for the
 /// upstream (then the client gets a 408 and the endpoint is not blamed).
-#[allow(clippy::too_many_arguments)] // the request's facts plus its transport and its clock
+///
+/// Only the endpoint's own faults ([`Fault::Endpoint`]) reach outlier detection; a dropped
+/// attempt (the client went away) releases its in-flight slot and records no latency.
 pub(crate) async fn attempts<Q, A, F, Fut>(
-    w: &Worker,
-    route: &RouteRuntime,
-    svc: &ServiceRuntime,
-    start: Instant,
+    call: &Call<'_>,
     mut req: Q,
     mut send: F,
     deadline: impl std::future::Future<Output = ()>,
@@ -291,14 +338,10 @@ where
     F: FnMut(SocketAddr, Q) -> Fut,
     Fut: std::future::Future<Output = Result<A, SendError<Q>>>,
 {
+    let (w, route, svc, start) = (call.w, call.route, call.svc, call.start);
     let timeout = route.config.timeout;
     // The endpoint being tried, so a timeout (which drops the attempt) can be blamed on it.
     let trying = std::sync::atomic::AtomicUsize::new(usize::MAX);
-    let blame = |ei: usize, outcome: Outcome, now: u64| {
-        if record_outcome(&svc.endpoints, ei, outcome, &svc.config.outlier, now) {
-            w.metrics.ejections.fetch_add(1, Relaxed);
-        }
-    };
     let attempt = async {
         let mut exclude = None;
         let mut attempts_left = route.config.retries;
@@ -331,16 +374,17 @@ where
             match result {
                 Ok(answer) => {
                     observe_latency(&ep.stats, now, answered.saturating_duration_since(sent_at));
-                    let outcome = if answer.status() >= 500 {
-                        Outcome::Failure
+                    let status = answer.status();
+                    if status >= 500 {
+                        let why = format!("answered {status}");
+                        call.record(ei, Outcome::ServerError, now, &why);
                     } else {
-                        Outcome::Success
-                    };
-                    blame(ei, outcome, now);
+                        call.record(ei, Outcome::Success, now, &"");
+                    }
                     return Ok((answer, answered));
                 }
                 Err(SendError::NotSent(r, e)) => {
-                    blame(ei, Outcome::Failure, now);
+                    call.blame(ei, &e, now);
                     if attempts_left == 0 || !e.is_retryable() {
                         return Err(e);
                     }
@@ -352,10 +396,7 @@ where
                     req = *r;
                 }
                 Err(SendError::Failed(e)) => {
-                    // A client that went away mid-request says nothing about the endpoint.
-                    if e.side() == Side::Upstream {
-                        blame(ei, Outcome::Failure, now);
-                    }
+                    call.blame(ei, &e, now);
                     return Err(e);
                 }
             }
@@ -368,23 +409,28 @@ where
             if client_slow() {
                 return Err(ProxyError::ClientTimeout(timeout));
             }
+            let e = ProxyError::UpstreamTimeout(timeout);
             let ei = trying.load(Relaxed);
             if ei != usize::MAX {
-                blame(ei, Outcome::Failure, now_nanos());
+                call.blame(ei, &e, now_nanos());
             }
-            Err(ProxyError::UpstreamTimeout(timeout))
+            Err(e)
         }
     }
 }
 
 async fn handle_inner(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     snap: &Arc<Snapshot>,
     w: &Worker,
     conn: &ConnInfo,
     start: Instant,
+    request_id: Option<&HeaderValue>,
     reached: &mut Reached,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let (body, watch) = RequestBody::watched(body);
+    let mut req = Request::from_parts(parts, body);
     let (ri, bi) = select(snap, &req, start, reached)?;
     let route = &snap.routes[ri];
     route.backends[bi].metrics.shard(w.id).start();
@@ -400,8 +446,19 @@ async fn handle_inner(
     };
     prepare(&mut req, route, conn, proto, upgrade, Policies::of(snap))?;
 
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let call = Call {
+        w,
+        route,
+        svc,
+        start,
+        method: &method,
+        path: &path,
+        request_id,
+    };
+    let watch = watch.as_deref();
     let send = |addr, req| async move {
-        if upgrade {
+        let sent = if upgrade {
             w.upstreams
                 .send_upgrade(addr, &svc.config, req)
                 .await
@@ -409,12 +466,24 @@ async fn handle_inner(
                 .map_err(SendError::Failed)
         } else {
             w.upstreams.send(addr, &svc.config, req).await
+        };
+        // hyper reports a body the client broke as the upstream exchange failing (or, when the
+        // upstream connection's task died of it before sending, as a cancelled connection):
+        // neither is the endpoint's doing, and neither may be retried.
+        match sent {
+            Err(SendError::Failed(_) | SendError::NotSent(..))
+                if watch.is_some_and(BodyWatch::failed) =>
+            {
+                Err(SendError::Failed(ProxyError::ClientClosed(
+                    "request body aborted",
+                )))
+            }
+            other => other,
         }
     };
     let deadline = tokio::time::sleep_until(start + route.config.timeout);
-    // hyper streams the body from its own connection task: a slow client is not told apart.
-    let ((mut resp, ret), answered) =
-        attempts(w, route, svc, start, req, send, deadline, || false).await?;
+    let client_slow = || watch.is_some_and(BodyWatch::waiting);
+    let ((mut resp, ret), answered) = attempts(&call, req, send, deadline, client_slow).await?;
     reached.answered = Some(answered);
     if let (Some(down), true) = (
         downstream_upgrade,
@@ -429,7 +498,11 @@ async fn handle_inner(
     // We are the client's server: speak our own version, not the upstream's (an HTTP/1.0
     // upstream must not turn the client's keep-alive connection into HTTP/1.0).
     *resp.version_mut() = http::Version::HTTP_11;
-    Ok(resp.map(|body| ResponseBody::Upstream { body, ret }))
+    Ok(resp.map(|body| ResponseBody::Upstream {
+        body,
+        ret,
+        client_gone: Some(w.metrics.clone()),
+    }))
 }
 
 /// Counts a request as outstanding on an endpoint until dropped, so a timeout or a client that
@@ -446,6 +519,28 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a hyper-path request whose client went away before the answer (the future was
+/// dropped before [`Cancelled::disarm`]).
+struct Cancelled<'a>(Option<&'a Registry>);
+
+impl<'a> Cancelled<'a> {
+    fn arm(metrics: &'a Registry) -> Self {
+        Self(Some(metrics))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.count_client_fault(ClientFault::Cancelled);
+        }
     }
 }
 

@@ -29,11 +29,17 @@ pub struct EndpointStats {
     pub in_flight: AtomicU32,
     /// Requests sent in total.
     pub requests: AtomicU64,
-    /// Failed requests in total (connect errors, timeouts, 5xx).
+    /// Failed requests in total: the endpoint's own faults (connect errors, timeouts, broken
+    /// exchanges) and its 5xx responses. What clients do is never counted here.
     pub failures: AtomicU64,
     pub(crate) ewma_bits: AtomicU64,
     pub(crate) ewma_stamp: AtomicU64,
     pub(crate) consecutive_failures: AtomicU32,
+    pub(crate) consecutive_5xx: AtomicU32,
+    /// What the failures in the current run were ("GET /x: connect refused"), newest last,
+    /// at most [`crate::health::NOTES`]: an ejection reports them. Locked only on a failure, and
+    /// on the first success after one.
+    pub(crate) fault_notes: std::sync::Mutex<std::collections::VecDeque<String>>,
     pub(crate) ejected_until: AtomicU64,
     pub(crate) ejections_in_row: AtomicU32,
     /// Ejections in total.

@@ -46,11 +46,13 @@ fn eps(weights: &[u32]) -> Vec<EndpointRuntime> {
 fn eject(eps: &[EndpointRuntime], i: usize, now: u64) {
     let cfg = OutlierConfig {
         consecutive_failures: 1,
+        consecutive_5xx: 0,
         base_ejection: Duration::from_secs(30),
         max_ejection: Duration::from_secs(30),
         max_ejected_percent: 100,
     };
-    assert!(record_outcome(eps, i, Outcome::Failure, &cfg, now));
+    let fault = Outcome::Fault(crate::proxy::EndpointFault::Connect);
+    assert!(record_outcome(eps, i, fault, &cfg, now, String::new).is_some());
     assert!(eps[i].stats.is_ejected(now));
 }
 

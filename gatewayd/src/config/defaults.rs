@@ -28,6 +28,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// Consecutive failures that eject an endpoint.
 pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// Consecutive 5xx responses that eject an endpoint: off unless configured (a 5xx can be the
+/// answer a client's request provoked).
+pub const OUTLIER_CONSECUTIVE_5XX: u32 = 0;
 /// First ejection.
 pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(10);
 /// Longest ejection.

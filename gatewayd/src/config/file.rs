@@ -124,6 +124,7 @@ pub(super) struct EndpointTable {
 #[serde(deny_unknown_fields)]
 pub(super) struct OutlierFile {
     pub consecutive_failures: Option<Spanned<i64>>,
+    pub consecutive_5xx: Option<Spanned<i64>>,
     pub base_ejection: Option<Spanned<String>>,
     pub max_ejection: Option<Spanned<String>>,
     pub max_ejected_percent: Option<Spanned<i64>>,

@@ -212,6 +212,7 @@ fn defaults_are_applied_to_a_minimal_file() {
         s.outlier,
         OutlierConfig {
             consecutive_failures: OUTLIER_CONSECUTIVE_FAILURES,
+            consecutive_5xx: OUTLIER_CONSECUTIVE_5XX,
             base_ejection: OUTLIER_BASE_EJECTION,
             max_ejection: OUTLIER_MAX_EJECTION,
             max_ejected_percent: OUTLIER_MAX_EJECTED_PERCENT,

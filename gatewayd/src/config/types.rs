@@ -239,9 +239,12 @@ pub enum UpstreamProtocol {
 /// Passive outlier ejection settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierConfig {
-    /// Consecutive failures (connect error, timeout, broken exchange, any 5xx response) that
-    /// eject an endpoint. 0 disables ejection.
+    /// Consecutive failures of the endpoint's own (connect error, timeout, reset or malformed
+    /// response before a complete head) that eject it; what clients do never counts. 0 disables.
     pub consecutive_failures: u32,
+    /// Consecutive 5xx responses that eject an endpoint. 0 (the default) disables: a 5xx is then
+    /// neither a failure nor a success for ejection.
+    pub consecutive_5xx: u32,
     /// First ejection length; doubles with each consecutive ejection up to `max_ejection`.
     pub base_ejection: Duration,
     /// Longest ejection.

@@ -465,6 +465,7 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
 fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> OutlierConfig {
     let mut out = OutlierConfig {
         consecutive_failures: d::OUTLIER_CONSECUTIVE_FAILURES,
+        consecutive_5xx: d::OUTLIER_CONSECUTIVE_5XX,
         base_ejection: d::OUTLIER_BASE_EJECTION,
         max_ejection: d::OUTLIER_MAX_EJECTION,
         max_ejected_percent: d::OUTLIER_MAX_EJECTED_PERCENT,
@@ -475,6 +476,11 @@ fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> Outli
         out.consecutive_failures = cx
             .int(v, &format!("{prefix}.consecutive_failures"), 0, 1000)
             .unwrap_or(out.consecutive_failures);
+    }
+    if let Some(v) = &o.consecutive_5xx {
+        out.consecutive_5xx = cx
+            .int(v, &format!("{prefix}.consecutive_5xx"), 0, 1000)
+            .unwrap_or(out.consecutive_5xx);
     }
     if let Some(v) = &o.max_ejected_percent {
         out.max_ejected_percent = cx

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Registry, CLASSES};
+use crate::proxy::ClientFault;
 
 /// Bucket bounds of `meshgate_request_duration_seconds`.
 const BUCKETS: [f64; 14] = [
@@ -171,6 +172,18 @@ pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
         ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP meshgate_client_errors_total Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).\n# TYPE meshgate_client_errors_total counter"
+    );
+    for kind in ClientFault::ALL {
+        let _ = writeln!(
+            o,
+            "meshgate_client_errors_total{{kind=\"{}\"}} {}",
+            kind.as_str(),
+            reg.client_faults[kind.index()].load(Relaxed)
+        );
     }
     let _ = writeln!(
         o,

@@ -1,7 +1,11 @@
-//! The response body type: a streamed upstream body (returning its connection to the pool at
-//! the end) or a small in-memory body. An enum rather than a box: no allocation per response.
+//! The body types of the hyper path. Responses: a streamed upstream body (returning its
+//! connection to the pool at the end) or a small in-memory body; an enum rather than a box, no
+//! allocation per response. Requests: the client's body, watched so that its failures and
+//! stalls are told apart from the upstream's.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -9,6 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::client::PoolReturn;
+use super::error::ClientFault;
+use crate::metrics::Registry;
 
 /// Body of every response the gateway sends.
 #[derive(Debug)]
@@ -21,6 +27,9 @@ pub enum ResponseBody {
         body: Incoming,
         /// Gives the connection back to the pool once the body has ended.
         ret: Option<PoolReturn>,
+        /// Counts a body the client stopped taking before its end (None once the body ended
+        /// or failed on the upstream's side).
+        client_gone: Option<Arc<Registry>>,
     },
 }
 
@@ -50,8 +59,16 @@ impl Body for ResponseBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
-            Self::Upstream { body, ret } => {
+            Self::Upstream {
+                body,
+                ret,
+                client_gone,
+            } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
+                if matches!(r, Poll::Ready(Some(Err(_)))) {
+                    // The upstream broke it: not the client's doing.
+                    *client_gone = None;
+                }
                 // hyper stops polling once `is_end_stream` is true after the last frame, so the
                 // end is detected here, not only on a final `None`.
                 if matches!(r, Poll::Ready(None)) || body.is_end_stream() {
@@ -82,12 +99,144 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A body read to its end frees its connection; one dropped midway (client gone) closes it.
-        if let Self::Upstream { body, ret } = self {
+        if let Self::Upstream {
+            body,
+            ret,
+            client_gone,
+        } = self
+        {
             if body.is_end_stream() {
                 if let Some(ret) = ret.take() {
                     ret.give_back();
                 }
+            } else if let Some(m) = client_gone {
+                m.count_client_fault(ClientFault::AbortedResponse);
             }
         }
+    }
+}
+
+/// A client's request body on its way to the upstream (hyper path). The upstream connection's
+/// task polls it; the [`BodyWatch`] tells the request's own task what the client did.
+#[derive(Debug)]
+pub struct RequestBody<B = Incoming> {
+    inner: B,
+    /// None for a body that was empty from the start (nothing to watch, no allocation).
+    watch: Option<Arc<BodyWatch>>,
+}
+
+/// What a watched request body last did.
+#[derive(Debug, Default)]
+pub struct BodyWatch(AtomicU8);
+
+const IDLE: u8 = 0;
+const WAITING: u8 = 1;
+const FAILED: u8 = 2;
+
+impl BodyWatch {
+    /// The client broke its body: reset the stream or the connection, or sent more or less than
+    /// it declared. A failed exchange is then the client's doing, not the endpoint's.
+    pub fn failed(&self) -> bool {
+        self.0.load(Relaxed) == FAILED
+    }
+
+    /// The upstream side is waiting for body bytes the client has not sent: a timeout now is
+    /// the client's.
+    pub fn waiting(&self) -> bool {
+        self.0.load(Relaxed) == WAITING
+    }
+}
+
+impl<B: Body> RequestBody<B> {
+    /// Wraps `inner`; the watch is None when the body is empty from the start.
+    pub fn watched(inner: B) -> (Self, Option<Arc<BodyWatch>>) {
+        let watch = (!inner.is_end_stream()).then(Arc::default);
+        (
+            Self {
+                inner,
+                watch: watch.clone(),
+            },
+            watch,
+        )
+    }
+}
+
+impl<B: Body + Unpin> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(w) = &this.watch {
+            let state = match &r {
+                Poll::Pending => WAITING,
+                Poll::Ready(Some(Err(_))) => FAILED,
+                Poll::Ready(_) => IDLE,
+            };
+            w.0.store(state, Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use futures_util::stream;
+    use http_body_util::{BodyExt as _, StreamBody};
+
+    use super::*;
+
+    type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+    #[tokio::test]
+    async fn a_body_the_client_breaks_is_seen_as_failed() {
+        let frames: Vec<Chunk> = vec![
+            Ok(Frame::data(Bytes::from_static(b"part"))),
+            Err(std::io::Error::other("stream reset by the client")),
+        ];
+        let (mut body, watch) = RequestBody::watched(StreamBody::new(stream::iter(frames)));
+        let watch = watch.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!watch.failed() && !watch.waiting());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(watch.failed());
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_for_the_client_is_seen_as_waiting() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        let rx = tokio_stream_of(rx);
+        let (mut body, watch) = RequestBody::watched(StreamBody::new(rx));
+        let watch = watch.unwrap();
+        let next = futures_util::FutureExt::now_or_never(body.frame());
+        assert!(next.is_none(), "nothing sent yet");
+        assert!(watch.waiting());
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(!watch.waiting());
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert!(!watch.waiting() && !watch.failed());
+    }
+
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::Receiver<Chunk>,
+    ) -> impl futures_util::Stream<Item = Chunk> + Unpin {
+        Box::pin(stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 }

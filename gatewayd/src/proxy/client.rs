@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::body::RequestBody;
 use super::error::ProxyError;
 use crate::config::{ServiceConfig, UpstreamProtocol};
 
@@ -33,14 +34,14 @@ pub struct Upstreams {
 #[derive(Debug, Default)]
 struct PoolInner {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
     /// HTTP/1.1 connections driven by the client connection's task (`h1`).
     raw: super::h1::upstream::Pool,
 }
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
     max_idle: usize,
     idle_timeout: Duration,
@@ -51,7 +52,7 @@ struct Idle {
 pub struct PoolReturn {
     pool: Arc<PoolInner>,
     addr: SocketAddr,
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -77,7 +78,7 @@ impl PoolReturn {
 
 /// Why a send failed, and whether the request is still ours.
 #[derive(Debug)]
-pub enum SendError<Q = Request<Incoming>> {
+pub enum SendError<Q = Request<RequestBody>> {
     /// Nothing was sent; the request comes back for another attempt.
     NotSent(Box<Q>, ProxyError),
     /// The request was (at least partly) sent.
@@ -90,7 +91,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
         match svc.protocol {
             UpstreamProtocol::Http1 => self.send_h1(addr, svc, req).await,
@@ -102,7 +103,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
         while let Some(mut tx) = self.checkout(addr) {
             match tx.try_send_request(req).await {
@@ -141,7 +142,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let existing = {
             let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,7 +212,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let io = connect(addr, svc.connect_timeout).await?;
         let (mut tx, conn) = http1::Builder::new()
@@ -224,7 +225,7 @@ impl Upstreams {
         tx.send_request(req).await.map_err(|e| broken(addr, &e))
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
@@ -252,7 +253,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
-        tx: http1::SendRequest<Incoming>,
+        tx: http1::SendRequest<RequestBody>,
     ) -> PoolReturn {
         PoolReturn {
             pool: self.inner.clone(),
@@ -327,13 +328,25 @@ pub(crate) async fn connect_tcp(
 fn connect_err(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
     ProxyError::UpstreamConnect {
         addr,
-        reason: e.to_string(),
+        reason: with_causes(e),
     }
 }
 
 fn broken(addr: SocketAddr, e: &hyper::Error) -> ProxyError {
     ProxyError::UpstreamBroken {
         addr,
-        reason: e.to_string(),
+        reason: with_causes(e),
     }
+}
+
+/// "operation was canceled: connection closed": hyper's own text says little without its causes.
+fn with_causes(e: &hyper::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }

@@ -7,15 +7,89 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 
-/// Which side a failure belongs to.
+/// Whose fault a failure is. Passive health (outlier ejection, latency estimates) counts only
+/// [`Fault::Endpoint`]; [`Fault::Client`] is counted in `meshgate_client_errors_total{kind}` and
+/// never touches an endpoint's health, whatever the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The client sent something we refuse.
-    Downstream,
-    /// The upstream failed or was unavailable.
-    Upstream,
-    /// Our own state (no route, no endpoint).
-    Internal,
+pub enum Fault {
+    /// The client broke the exchange or sent something the gateway refuses.
+    Client(ClientFault),
+    /// The endpoint's own failure: counted by outlier detection.
+    Endpoint(EndpointFault),
+    /// The gateway answered from its own state (no route, no usable endpoint): nobody's fault
+    /// that health accounting could act on.
+    Gateway,
+}
+
+/// What a client did wrong (the `kind` label of `meshgate_client_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// A request the gateway refused itself: malformed head, bad framing, too large.
+    Malformed,
+    /// The client closed or reset while sending its request body (or sent a broken one).
+    AbortedUpload,
+    /// The client did not send its request body in time (408).
+    StalledUpload,
+    /// The client went away (reset the stream or the connection) before the answer came.
+    Cancelled,
+    /// The client went away, or stopped reading, while the response was being relayed.
+    AbortedResponse,
+    /// An HTTP/2 connection the client broke with a protocol error.
+    Protocol,
+}
+
+/// What an endpoint did wrong (shown in ejection logs and events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointFault {
+    /// Connection refused, connect timeout, or a failed protocol handshake.
+    Connect,
+    /// Reset or closed before a complete response head, or a malformed response.
+    Broken,
+    /// No response head within the request's timeout.
+    Timeout,
+    /// A 5xx response (counted only when `outlier.consecutive_5xx` is set).
+    Status5xx,
+}
+
+impl ClientFault {
+    /// Every kind, in the order of [`ClientFault::index`].
+    pub const ALL: [ClientFault; 6] = [
+        Self::Malformed,
+        Self::AbortedUpload,
+        Self::StalledUpload,
+        Self::Cancelled,
+        Self::AbortedResponse,
+        Self::Protocol,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed_request",
+            Self::AbortedUpload => "aborted_upload",
+            Self::StalledUpload => "stalled_upload",
+            Self::Cancelled => "cancelled",
+            Self::AbortedResponse => "aborted_response",
+            Self::Protocol => "protocol_error",
+        }
+    }
+
+    /// Position in [`ClientFault::ALL`] (a counter array index).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl EndpointFault {
+    /// A short name for logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Broken => "broken",
+            Self::Timeout => "timeout",
+            Self::Status5xx => "5xx",
+        }
+    }
 }
 
 /// Everything that makes the gateway answer instead of the upstream.
@@ -72,19 +146,18 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// Which side caused it.
-    pub fn side(&self) -> Side {
+    /// Whose fault it is: the one classification passive health, retries and metrics use.
+    pub fn fault(&self) -> Fault {
         match self {
-            Self::NoRoute { .. }
-            | Self::BadRequest(_)
-            | Self::HeadTooLarge(_)
-            | Self::NotImplemented(_)
-            | Self::ClientClosed(_)
-            | Self::ClientTimeout(_) => Side::Downstream,
-            Self::NoHealthyEndpoints { .. } => Side::Internal,
-            Self::UpstreamConnect { .. }
-            | Self::UpstreamTimeout(_)
-            | Self::UpstreamBroken { .. } => Side::Upstream,
+            Self::BadRequest(_) | Self::HeadTooLarge(_) | Self::NotImplemented(_) => {
+                Fault::Client(ClientFault::Malformed)
+            }
+            Self::ClientClosed(_) => Fault::Client(ClientFault::AbortedUpload),
+            Self::ClientTimeout(_) => Fault::Client(ClientFault::StalledUpload),
+            Self::NoRoute { .. } | Self::NoHealthyEndpoints { .. } => Fault::Gateway,
+            Self::UpstreamConnect { .. } => Fault::Endpoint(EndpointFault::Connect),
+            Self::UpstreamTimeout(_) => Fault::Endpoint(EndpointFault::Timeout),
+            Self::UpstreamBroken { .. } => Fault::Endpoint(EndpointFault::Broken),
         }
     }
 
@@ -209,10 +282,78 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_client_is_408_and_its_own_fault() {
-        let e = ProxyError::ClientTimeout(Duration::from_secs(1));
-        assert_eq!(e.side(), Side::Downstream);
-        check(e, 408, "request_timeout");
+    fn a_slow_client_is_408() {
+        check(
+            ProxyError::ClientTimeout(Duration::from_secs(1)),
+            408,
+            "request_timeout",
+        );
+    }
+
+    /// Whose fault each error kind is: the table passive health relies on. A client's doing
+    /// must never land on an endpoint, and an endpoint's own failure always must.
+    #[test]
+    fn every_error_kind_has_its_fault_pinned() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let s = || String::from("x");
+        let table = [
+            (
+                ProxyError::NoRoute {
+                    host: s(),
+                    path: s(),
+                },
+                Fault::Gateway,
+            ),
+            (
+                ProxyError::NoHealthyEndpoints { route: s() },
+                Fault::Gateway,
+            ),
+            (
+                ProxyError::UpstreamConnect { addr, reason: s() },
+                Fault::Endpoint(EndpointFault::Connect),
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                Fault::Endpoint(EndpointFault::Timeout),
+            ),
+            (
+                ProxyError::UpstreamBroken { addr, reason: s() },
+                Fault::Endpoint(EndpointFault::Broken),
+            ),
+            (
+                ProxyError::BadRequest("x"),
+                Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::HeadTooLarge(1),
+                Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::NotImplemented("x"),
+                Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::ClientClosed("x"),
+                Fault::Client(ClientFault::AbortedUpload),
+            ),
+            (
+                ProxyError::ClientTimeout(Duration::from_secs(1)),
+                Fault::Client(ClientFault::StalledUpload),
+            ),
+        ];
+        for (e, fault) in table {
+            assert_eq!(e.fault(), fault, "{e}");
+        }
+    }
+
+    #[test]
+    fn client_fault_labels_are_distinct_and_indexed_in_order() {
+        let labels: std::collections::BTreeSet<_> =
+            ClientFault::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), ClientFault::ALL.len());
+        for (i, k) in ClientFault::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
     }
 
     #[test]

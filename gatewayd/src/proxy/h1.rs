@@ -28,14 +28,15 @@ use tokio::time::Instant;
 use self::head::{Field, Framing, RequestHead};
 use self::read::{read_request, whole_body, Read};
 use self::respond::{
-    error_reply, forward_body, response_head, switch_protocols, write_synthetic, Forwarded, Reply,
+    error_reply, forward_body, response_head, switch_protocols, write_synthetic, Cut, Forwarded,
+    Reply,
 };
 pub(crate) use self::rewind::Rewind;
 use self::timers::{LazyDeadline, Timers};
 use self::upstream::{Downstream, Outgoing, READ_BUF};
-use super::error::ProxyError;
+use super::error::{ClientFault, ProxyError};
 use super::{
-    attempts, finish, select, stopped, with_rng, ConnInfo, LogLine, Policies, Reached, Worker,
+    attempts, finish, select, stopped, with_rng, Call, ConnInfo, LogLine, Policies, Reached, Worker,
 };
 use crate::config::UpstreamProtocol;
 
@@ -92,6 +93,7 @@ pub(crate) async fn serve(
             Read::Closed => return None,
             Read::Bad(e) => {
                 tracing::debug!(error = %e, client = %info.peer, "malformed request");
+                w.metrics.count_error(&e);
                 w.metrics
                     .unmatched
                     .shard(w.id)
@@ -191,6 +193,7 @@ async fn request<S: std::future::Future>(
     };
     let fail = |e: &ProxyError, reached: &Reached, log: Option<LogLine>| {
         tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "gateway error");
+        w.metrics.count_error(e);
         record(e.status().as_u16(), reached, log);
     };
     // An unread body ends the connection; an HTTP/1.0 client is told it stays.
@@ -270,7 +273,16 @@ async fn request<S: std::future::Future>(
     let send = |addr, out| upstream::exchange(pool, addr, out);
     let deadline = t.route.until(start + route.config.timeout);
     let client_slow = || waiting.load(Relaxed);
-    let sent = attempts(w, route, svc, start, out, send, deadline, client_slow).await;
+    let call = Call {
+        w,
+        route,
+        svc,
+        start,
+        method: head.req.method(),
+        path: head.req.uri().path(),
+        request_id: request_id.as_ref(),
+    };
+    let sent = attempts(&call, out, send, deadline, client_slow).await;
     let (ex, answered) = match sent {
         Ok(x) => x,
         Err(e) => {
@@ -337,7 +349,11 @@ async fn request<S: std::future::Future>(
                 );
             }
         }
-        Err(()) => return Next::Close,
+        Err(Cut::Client) => {
+            w.metrics.count_client_fault(ClientFault::AbortedResponse);
+            return Next::Close;
+        }
+        Err(Cut::Upstream) => return Next::Close,
     }
     if closing {
         Next::Close

@@ -13,6 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use super::error::ClientFault;
 use super::h1::Rewind;
 use super::{handle, ConnInfo, Upstreams, Worker};
 
@@ -210,7 +211,12 @@ async fn serve_hyper(
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(1024);
+        // Each stream can become an upstream connection (HTTP/1.1 upstreams): 1,024 streams let
+        // one client open 1,024 upstream connections at once, which makes endpoints refuse
+        // and get ejected for a client's doing. 100 is RFC 9113's recommended floor and what
+        // nginx (128) and HAProxy (100) allow.
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let metrics = w.metrics.clone();
     let svc = service_fn(move |req| {
         let w = w.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(req, &w, &info).await) }
@@ -225,9 +231,15 @@ async fn serve_hyper(
         }
     };
     if let Err(e) = r {
+        // Upstream failures end requests, not this connection: an error here is the client's
+        // (a protocol violation, a reset, a connection dropped mid-frame).
         tracing::debug!(error = %e, "connection ended with error");
+        metrics.count_client_fault(ClientFault::Protocol);
     }
 }
+
+/// Streams an HTTP/2 client may have open at once on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Resolves once `rx` holds `true` (or its sender is gone).
 pub async fn stopped(rx: &mut watch::Receiver<bool>) {

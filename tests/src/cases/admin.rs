@@ -162,7 +162,11 @@ async fn weight_changes_are_validated_and_conflicts_are_409() {
 async fn stats_and_metrics_count_requests() {
     trace_init();
     let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
-    let gw = Gateway::start(&blue_green(&blue, &green)).unwrap();
+    let cfg = format!(
+        "{}\n[services.blue.outlier]\nconsecutive_5xx = 5\n",
+        blue_green(&blue, &green)
+    );
+    let gw = Gateway::start(&cfg).unwrap();
     let http = client();
     for _ in 0..50 {
         http.get(gw.url("/")).send().await.unwrap();
@@ -182,6 +186,15 @@ async fn stats_and_metrics_count_requests() {
         b["histogram"].as_str().unwrap().len() > 10,
         "serialized histogram present"
     );
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    assert!(
+        m.contains("meshgate_requests_total{route=\"web\",backend=\"blue\",code_class=\"2xx\"} 50"),
+        "{m}"
+    );
+    assert!(
+        m.contains("meshgate_request_duration_seconds_count{route=\"web\",backend=\"blue\"} 55")
+    );
+    // Counted before this: the loop below adds requests.
     // rps comes from once-a-second samples: keep a little traffic flowing until it shows.
     let rps = meshgate_e2e::harness::eventually::eventually("rps to be reported", || async {
         http.get(gw.url("/")).send().await.ok()?;
@@ -198,22 +211,7 @@ async fn stats_and_metrics_count_requests() {
     })
     .await;
     assert!(rps < 10_000.0, "rps {rps}");
-    let m = gw
-        .admin_req(&http, Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        m.contains("meshgate_requests_total{route=\"web\",backend=\"blue\",code_class=\"2xx\"} 50"),
-        "{m}"
-    );
-    assert!(
-        m.contains("meshgate_request_duration_seconds_count{route=\"web\",backend=\"blue\"} 55")
-    );
-    // Five 503s in a row ejected blue's only endpoint (outlier detection, default 5).
+    // Five 503s in a row ejected blue's only endpoint (`consecutive_5xx = 5`).
     assert!(
         m.contains("meshgate_upstream_endpoints{service=\"blue\",state=\"ejected\"} 1"),
         "{m}"

@@ -124,14 +124,7 @@ async fn consul_outage_keeps_the_last_known_set_and_restart_serves_the_saved_one
             (200, "blue-1".into())
         );
     }
-    let m = gw
-        .admin_req(&http, Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.admin_get_text(&http, "/metrics").await;
     assert!(
         m.contains("meshgate_discovery_stale{service=\"blue\"} 1"),
         "{m}"

@@ -174,6 +174,16 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// `GET` of an admin API path with the token, as text (`/metrics`; panics on failure: tests).
+    pub async fn admin_get_text(&self, client: &reqwest::Client, path: &str) -> String {
+        let r = self
+            .admin_req(client, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        r.text().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// Rewrites the config file (the daemon reloads it on change).
     pub fn write_config(&self, body: &str) -> anyhow::Result<()> {
         let tmp = self.dir.join(".gatewayd.toml.new");

@@ -3,8 +3,9 @@
 //! WebSocket echo).
 //!
 //! Paths: `/slow/<ms>` waits then answers; `/status/<code>` answers that code; `/upload` reads
-//! the whole body and answers its length; `/ws` upgrades to a WebSocket echo; anything else
-//! answers 200 with a JSON body `{"origin", "method", "path", "headers"}`.
+//! the whole body and answers its length; `/bytes/<n>` answers `n` bytes; `/ws` upgrades to a
+//! WebSocket echo; anything else answers 200 with a JSON body `{"origin", "method", "path",
+//! "headers"}`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -139,6 +140,13 @@ async fn answer(
         }
         hits.fetch_add(1, Relaxed);
         return text(StatusCode::OK, n.to_string());
+    }
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        hits.fetch_add(1, Relaxed);
+        return text(StatusCode::OK, vec![b'b'; n]);
     }
     if let Some(ms) = path
         .strip_prefix("/slow/")

@@ -145,13 +145,22 @@ pub(super) async fn switch_protocols(
 }
 
 /// Streams the response body after `head` (already in `down_head`) to the client.
+/// Which side cut a response body short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cut {
+    /// The client went away (or its socket failed) while the body was written to it.
+    Client,
+    /// The upstream closed, failed or sent a malformed body.
+    Upstream,
+}
+
 pub(super) async fn forward_body(
     down: &mut TcpStream,
     conn: &mut Conn,
     down_head: &[u8],
     framing: Framing,
     decode: bool,
-) -> Result<Forwarded, ()> {
+) -> Result<Forwarded, Cut> {
     let mut waited = false;
     let reusable = forward_body_inner(down, conn, down_head, framing, decode, &mut waited).await?;
     Ok(Forwarded { reusable, waited })
@@ -164,7 +173,7 @@ async fn forward_body_inner(
     framing: Framing,
     decode: bool,
     waited: &mut bool,
-) -> Result<bool, ()> {
+) -> Result<bool, Cut> {
     let Conn { io: up, buf, .. } = conn;
     let mut head = Some(down_head);
     match framing {
@@ -188,7 +197,7 @@ async fn forward_body_inner(
         Framing::Chunked if !decode => {
             let mut c = Chunked::default();
             loop {
-                let used = c.feed(buf, |_| {}).map_err(|_| ())?;
+                let used = c.feed(buf, |_| {}).map_err(|_| Cut::Upstream)?;
                 write2(down, head.take(), &buf[..used]).await?;
                 if c.is_done() {
                     return Ok(buf.len() == used);
@@ -203,7 +212,7 @@ async fn forward_body_inner(
             let mut ranges = Vec::new();
             loop {
                 ranges.clear();
-                let used = c.feed(buf, |r| ranges.push(r)).map_err(|_| ())?;
+                let used = c.feed(buf, |r| ranges.push(r)).map_err(|_| Cut::Upstream)?;
                 for r in &ranges {
                     write2(down, None, &buf[r.clone()]).await?;
                 }
@@ -224,27 +233,29 @@ async fn forward_body_inner(
             match up.read_buf(buf).await {
                 Ok(0) => return Ok(false),
                 Ok(_) => {}
-                Err(_) => return Err(()),
+                Err(_) => return Err(Cut::Upstream),
             }
         },
     }
 }
 
 /// Writes an optional head and some body bytes to the client, in one system call when it can.
-async fn write2(down: &mut TcpStream, head: Option<&[u8]>, data: &[u8]) -> Result<(), ()> {
+async fn write2(down: &mut TcpStream, head: Option<&[u8]>, data: &[u8]) -> Result<(), Cut> {
     let parts = [IoSlice::new(head.unwrap_or(&[])), IoSlice::new(data)];
-    write_all_vectored(down, parts).await.map_err(|_| ())
+    write_all_vectored(down, parts)
+        .await
+        .map_err(|_| Cut::Client)
 }
 
 /// Replaces `buf`'s (forwarded) content with the next bytes from the upstream; end of stream
 /// mid-body is an error.
-async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ()> {
+async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Cut> {
     buf.clear();
     if buf.capacity() < READ_BUF / 2 {
         buf.reserve(READ_BUF);
     }
     match up.read_buf(buf).await {
-        Ok(0) | Err(_) => Err(()),
+        Ok(0) | Err(_) => Err(Cut::Upstream),
         Ok(_) => Ok(()),
     }
 }
