@@ -18,7 +18,7 @@ pub use shard::{class_index, Shard, CLASSES};
 use hdrhistogram::Histogram;
 
 use crate::health::Ejected;
-use crate::proxy::{ClientFault, Fault, ProxyError};
+use crate::proxy::{ClientFault, Fault, ProxyError, RetryBudget, RetryReason};
 
 /// Seconds of history kept for rps and sparklines.
 pub const HISTORY_SECONDS: usize = 300;
@@ -167,8 +167,12 @@ pub struct Registry {
     pairs: Mutex<HashMap<(String, String), Arc<BackendMetrics>>>,
     /// Requests that matched no route.
     pub unmatched: Arc<BackendMetrics>,
-    /// Retried upstream attempts.
-    pub retries: AtomicU64,
+    /// Retried upstream attempts, by reason ([`RetryReason::index`]).
+    pub retries: [AtomicU64; RetryReason::ALL.len()],
+    /// Retries not made because the route's retry budget was spent.
+    pub retries_refused: AtomicU64,
+    /// Retry budgets by route name, kept across reloads.
+    budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     /// Outlier ejections.
     pub ejections: AtomicU64,
     /// Failures that were the client's, by kind ([`ClientFault::index`]); never counted against
@@ -193,7 +197,9 @@ impl Registry {
             shards,
             pairs: Mutex::new(HashMap::new()),
             unmatched: Arc::new(BackendMetrics::new("", "", shards)),
-            retries: AtomicU64::new(0),
+            retries: Default::default(),
+            retries_refused: AtomicU64::new(0),
+            budgets: Mutex::new(HashMap::new()),
             ejections: AtomicU64::new(0),
             client_faults: Default::default(),
             ejected: Mutex::new(VecDeque::new()),
@@ -216,6 +222,9 @@ impl Registry {
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
         pairs.retain(|(r, b), _| keep(r, b));
+        // A route's unrouted pair ("" backend) exists as long as the route does.
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.retain(|r, _| keep(r, ""));
     }
 
     /// Every pair, sorted by route then backend.
@@ -235,8 +244,14 @@ impl Registry {
     }
 
     /// Counts a retried attempt.
-    pub fn count_retry(&self) {
-        self.retries.fetch_add(1, Relaxed);
+    pub fn count_retry(&self, reason: RetryReason) {
+        self.retries[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The retry budget of `route`, created on first use and kept across reloads.
+    pub fn retry_budget(&self, route: &str) -> Arc<RetryBudget> {
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        b.entry(route.to_string()).or_default().clone()
     }
 
     /// Counts a failure the client caused.

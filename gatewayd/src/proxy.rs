@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod h1;
 mod headers;
+mod retry;
 mod server;
 
 use std::cell::RefCell;
@@ -14,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 pub use body::{BodyWatch, RequestBody, ResponseBody};
 pub use client::{PoolReturn, SendError, Upstreams};
 pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
+pub use retry::{RetryBudget, RetryReason};
 pub use server::{bind_listener, run_worker, stopped, WorkerSet};
 
 /// The HTTP/1.1 engine's head parsing and writing, for the criterion benches
@@ -317,9 +320,10 @@ impl Call<'_> {
     }
 }
 
-/// Sends `req` to the service's endpoints: balance, retry what was never sent on another
-/// endpoint, feed outlier detection and latency estimates, all within the route's timeout.
-/// `send` carries one attempt over whatever transport the caller uses.
+/// Sends `req` to the service's endpoints: balance, retry on another endpoint what was never
+/// sent or may be sent again (within the route's `retries` and retry budget), feed outlier
+/// detection and latency estimates, all within the route's timeout. `send` carries one attempt
+/// over whatever transport the caller uses, with the route's per-try timeout.
 /// `deadline` resolves when the route's timeout (from `start`) has passed; `client_slow` says,
 /// at that moment, whether the attempt was waiting for the client's body rather than for the
 /// upstream (then the client gets a 408 and the endpoint is not blamed).
@@ -335,11 +339,16 @@ pub(crate) async fn attempts<Q, A, F, Fut>(
 ) -> Result<(A, Instant), ProxyError>
 where
     A: Answer,
-    F: FnMut(SocketAddr, Q) -> Fut,
+    F: FnMut(SocketAddr, Q, Option<std::time::Duration>) -> Fut,
     Fut: std::future::Future<Output = Result<A, SendError<Q>>>,
 {
     let (w, route, svc, start) = (call.w, call.route, call.svc, call.start);
     let timeout = route.config.timeout;
+    let policy = &route.config.retry;
+    let second = |t: Instant| nanos_at(t) / 1_000_000_000;
+    if route.config.retries > 0 {
+        route.budget.deposit(second(start));
+    }
     // The endpoint being tried, so a timeout (which drops the attempt) can be blamed on it.
     let trying = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let attempt = async {
@@ -366,11 +375,28 @@ where
             let in_flight = InFlight::start(&ep.stats);
             ep.stats.requests.fetch_add(1, Relaxed);
             trying.store(ei, Relaxed);
-            let result = send(ep.endpoint.addr, req).await;
+            let result = send(ep.endpoint.addr, req, policy.try_timeout).await;
             drop(in_flight);
             trying.store(usize::MAX, Relaxed);
             let answered = Instant::now();
             let now = nanos_at(answered);
+            // Takes the request back for another endpoint, or says why it cannot be.
+            let mut retry = |reason: RetryReason, e: ProxyError, r: Box<Q>| {
+                if attempts_left == 0 {
+                    return Err(e);
+                }
+                if !route.budget.withdraw(policy, second(answered)) {
+                    w.metrics.retries_refused.fetch_add(1, Relaxed);
+                    tracing::debug!(error = %e, route = %route.config.name, "retry budget spent");
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, reason = reason.as_str(), "retrying on another endpoint");
+                attempts_left -= 1;
+                w.metrics.count_retry(reason);
+                exclude = Some(ei);
+                last_error = Some(e);
+                Ok(*r)
+            };
             match result {
                 Ok(answer) => {
                     observe_latency(&ep.stats, now, answered.saturating_duration_since(sent_at));
@@ -383,17 +409,21 @@ where
                     }
                     return Ok((answer, answered));
                 }
-                Err(SendError::NotSent(r, e)) => {
+                Err(SendError::NotSent(r, e)) if e.is_retryable() => {
                     call.blame(ei, &e, now);
-                    if attempts_left == 0 || !e.is_retryable() {
-                        return Err(e);
-                    }
-                    tracing::debug!(error = %e, "retrying on another endpoint");
-                    attempts_left -= 1;
-                    w.metrics.count_retry();
-                    exclude = Some(ei);
-                    last_error = Some(e);
-                    req = *r;
+                    req = retry(RetryReason::Connect, e, r)?;
+                }
+                Err(SendError::Replayable(r, e)) => {
+                    call.blame(ei, &e, now);
+                    let reason = match e {
+                        ProxyError::UpstreamTimeout(_) => RetryReason::TryTimeout,
+                        _ => RetryReason::Reset,
+                    };
+                    req = retry(reason, e, r)?;
+                }
+                Err(SendError::NotSent(_, e)) => {
+                    call.blame(ei, &e, now);
+                    return Err(e);
                 }
                 Err(SendError::Failed(e)) => {
                     call.blame(ei, &e, now);
@@ -457,7 +487,14 @@ async fn handle_inner(
         request_id,
     };
     let watch = watch.as_deref();
-    let send = |addr, req| async move {
+    // A request without a body whose method allows it can be sent again after a per-try
+    // timeout or a close before the response head: rebuilt from a copy of its head.
+    let replay = (!upgrade
+        && req.body().is_end_stream()
+        && (req.method().is_idempotent() || route.config.retry.non_idempotent))
+        .then(|| head_copy(&req));
+    let replay = replay.as_ref();
+    let send = |addr, req, try_timeout: Option<std::time::Duration>| async move {
         let sent = if upgrade {
             w.upstreams
                 .send_upgrade(addr, &svc.config, req)
@@ -465,7 +502,19 @@ async fn handle_inner(
                 .map(|r| (r, None))
                 .map_err(SendError::Failed)
         } else {
-            w.upstreams.send(addr, &svc.config, req).await
+            let once = w.upstreams.send(addr, &svc.config, req);
+            match try_timeout {
+                None => once.await,
+                Some(t) => tokio::time::timeout(t, once)
+                    .await
+                    .unwrap_or(Err(SendError::Failed(ProxyError::UpstreamTimeout(t)))),
+            }
+        };
+        let sent = match (sent, replay) {
+            (Err(SendError::Failed(e)), Some(head)) if matches!(e.fault(), Fault::Endpoint(_)) => {
+                Err(SendError::Replayable(Box::new(rebuild(head)), e))
+            }
+            (other, _) => other,
         };
         // hyper reports a body the client broke as the upstream exchange failing (or, when the
         // upstream connection's task died of it before sending, as a cancelled connection):
@@ -520,6 +569,26 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
+}
+
+/// A copy of a bodiless request's head, to send it again.
+fn head_copy<B>(req: &Request<B>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The request [`head_copy`] kept, with an empty body.
+fn rebuild(head: &Request<()>) -> Request<RequestBody> {
+    let mut req = Request::new(RequestBody::empty());
+    *req.method_mut() = head.method().clone();
+    *req.uri_mut() = head.uri().clone();
+    *req.version_mut() = head.version();
+    *req.headers_mut() = head.headers().clone();
+    req
 }
 
 /// Counts a hyper-path request whose client went away before the answer (the future was

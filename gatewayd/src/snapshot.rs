@@ -75,6 +75,8 @@ pub struct RouteRuntime {
     pub weights_source: WeightsSource,
     /// Metrics of requests that matched this route but reached no backend.
     pub unrouted: Arc<BackendMetrics>,
+    /// The route's retry budget (kept across reloads).
+    pub budget: Arc<crate::proxy::RetryBudget>,
 }
 
 /// A backend of a route.
@@ -224,6 +226,7 @@ impl Snapshot {
                     backends,
                     weights_source,
                     unrouted: inp.metrics.backend(&r.name, ""),
+                    budget: inp.metrics.retry_budget(&r.name),
                 }
             })
             .collect();

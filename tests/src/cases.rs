@@ -17,6 +17,7 @@ mod cases {
     pub mod proxying;
     pub mod registration;
     pub mod reload;
+    pub mod retries;
     pub mod routing;
     pub mod support;
 }

@@ -20,6 +20,10 @@ pub const LATENCY_HISTOGRAMS: bool = true;
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connect retries on another endpoint.
 pub const RETRIES: u32 = 1;
+/// Retries may add this share (percent) of a route's requests...
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+/// ...plus this many per second (so a quiet route can still retry).
+pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
 /// Upstream TCP connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle upstream keep-alive lifetime.

@@ -144,7 +144,11 @@ pub(super) struct RouteFile {
     pub strip_prefix: Option<bool>,
     pub rewrite_prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub try_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
+    pub retry_non_idempotent: Option<bool>,
+    pub retry_budget_percent: Option<Spanned<i64>>,
+    pub retry_budget_min_per_second: Option<Spanned<i64>>,
     pub on_empty_backend: Option<Spanned<String>>,
     pub sticky: Option<Spanned<KeyFile>>,
     #[serde(default)]

@@ -879,3 +879,37 @@ backends = [{ name = "blue", weight = 1 }]
         );
     }
 }
+
+#[test]
+fn retry_settings_parse_and_default() {
+    let r = &parse(MINIMAL).routes[0];
+    assert_eq!(r.retry, RetryPolicy::default());
+    assert_eq!(r.retry.try_timeout, None);
+    assert_eq!(
+        (r.retry.budget_percent, r.retry.budget_min_per_second),
+        (RETRY_BUDGET_PERCENT, RETRY_BUDGET_MIN_PER_SECOND)
+    );
+    assert_eq!(
+        (RETRY_BUDGET_PERCENT, RETRY_BUDGET_MIN_PER_SECOND),
+        (20, 10)
+    );
+    let src = MINIMAL.replace(
+        "[[routes]]\n",
+        "[[routes]]\ntry_timeout = \"250ms\"\nretry_non_idempotent = true\nretry_budget_percent = 50\nretry_budget_min_per_second = 0\n",
+    );
+    let r = &parse(&src).routes[0];
+    assert_eq!(
+        r.retry,
+        RetryPolicy {
+            try_timeout: Some(Duration::from_millis(250)),
+            non_idempotent: true,
+            budget_percent: 50,
+            budget_min_per_second: 0,
+        }
+    );
+    let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\nretry_budget_percent = 101\n");
+    let e = errors(&bad);
+    assert_eq!(e[0].field, "routes.web.retry_budget_percent", "{e:?}");
+    let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\ntry_timeout = \"soon\"\n");
+    assert!(errors(&bad)[0].field.ends_with(".try_timeout"));
+}

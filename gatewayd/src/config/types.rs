@@ -236,6 +236,31 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
+/// Retry settings of a route beyond the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Time to the response head on one endpoint, counted once the request (and its body) was
+    /// sent; None: only the route's `timeout` bounds an attempt.
+    pub try_timeout: Option<Duration>,
+    /// Non-idempotent methods may be sent again too (their body kept like any other).
+    pub non_idempotent: bool,
+    /// Retries may add at most this share (percent) of the route's requests...
+    pub budget_percent: u32,
+    /// ...plus this many retries per second.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            try_timeout: None,
+            non_idempotent: false,
+            budget_percent: super::defaults::RETRY_BUDGET_PERCENT,
+            budget_min_per_second: super::defaults::RETRY_BUDGET_MIN_PER_SECOND,
+        }
+    }
+}
+
 /// Passive outlier ejection settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutlierConfig {
@@ -387,10 +412,14 @@ pub struct RouteConfig {
     pub headers: Vec<HeaderMatch>,
     /// Path rewrite.
     pub rewrite: Option<Rewrite>,
-    /// Time allowed until the upstream's response head.
+    /// Time allowed until the upstream's response head, all attempts together.
     pub timeout: Duration,
-    /// Extra attempts on another endpoint when a connect fails before any byte was sent.
+    /// Extra attempts, each on another endpoint than the one that just failed: after a connect
+    /// failure (any request), and after a per-try timeout or a connection closed before the
+    /// response head (requests that can be sent again: see [`RetryPolicy`]).
     pub retries: u32,
+    /// When a sent request may be sent again, and how many retries the route may make.
+    pub retry: RetryPolicy,
     /// Behaviour when a chosen backend has no endpoint.
     pub on_empty_backend: OnEmptyBackend,
     /// Sticky key: one client stays on one backend while weights allow it.

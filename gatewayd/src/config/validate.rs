@@ -812,6 +812,7 @@ fn route(
         }
     }
     let timeout = cx.duration(&f.timeout, &format!("{p}.timeout"), d::ROUTE_TIMEOUT);
+    let retry = retry_policy(cx, f, &p);
     if cx.errors.len() != before {
         return None;
     }
@@ -824,11 +825,35 @@ fn route(
         rewrite,
         timeout,
         retries,
+        retry,
         on_empty_backend,
         sticky,
         backends,
         cohorts,
     })
+}
+
+fn retry_policy(cx: &mut Ctx<'_>, f: &file::RouteFile, p: &str) -> RetryPolicy {
+    let mut out = RetryPolicy::default();
+    if f.try_timeout.is_some() {
+        out.try_timeout = Some(cx.duration(
+            &f.try_timeout,
+            &format!("{p}.try_timeout"),
+            d::ROUTE_TIMEOUT,
+        ));
+    }
+    out.non_idempotent = f.retry_non_idempotent.unwrap_or(false);
+    if let Some(v) = &f.retry_budget_percent {
+        out.budget_percent = cx
+            .int(v, &format!("{p}.retry_budget_percent"), 0, 100)
+            .unwrap_or(out.budget_percent);
+    }
+    if let Some(v) = &f.retry_budget_min_per_second {
+        out.budget_min_per_second = cx
+            .int(v, &format!("{p}.retry_budget_min_per_second"), 0, 100_000)
+            .unwrap_or(out.budget_min_per_second);
+    }
+    out
 }
 
 fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Registry, CLASSES};
-use crate::proxy::ClientFault;
+use crate::proxy::{ClientFault, RetryReason};
 
 /// Bucket bounds of `meshgate_request_duration_seconds`.
 const BUCKETS: [f64; 14] = [
@@ -159,11 +159,17 @@ pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
             u8::from(s.stale)
         );
     }
+    labelled_counter(
+        &mut o,
+        ("meshgate_retries_total", "reason"),
+        "Upstream attempts retried on another endpoint, by reason.",
+        RetryReason::ALL.map(|r| (r.as_str(), reg.retries[r.index()].load(Relaxed))),
+    );
     for (name, help, v) in [
         (
-            "meshgate_retries_total",
-            "Upstream attempts retried on another endpoint.",
-            reg.retries.load(Relaxed),
+            "meshgate_retries_refused_total",
+            "Retries not made because the route's retry budget was spent.",
+            reg.retries_refused.load(Relaxed),
         ),
         (
             "meshgate_ejections_total",
@@ -173,18 +179,12 @@ pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_client_errors_total Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).\n# TYPE meshgate_client_errors_total counter"
+    labelled_counter(
+        &mut o,
+        ("meshgate_client_errors_total", "kind"),
+        "Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).",
+        ClientFault::ALL.map(|k| (k.as_str(), reg.client_faults[k.index()].load(Relaxed))),
     );
-    for kind in ClientFault::ALL {
-        let _ = writeln!(
-            o,
-            "meshgate_client_errors_total{{kind=\"{}\"}} {}",
-            kind.as_str(),
-            reg.client_faults[kind.index()].load(Relaxed)
-        );
-    }
     let _ = writeln!(
         o,
         "# HELP meshgate_config_reloads_total Config reloads by result.\n# TYPE meshgate_config_reloads_total counter"
@@ -200,4 +200,17 @@ pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
         reg.reloads_failed.load(Relaxed)
     );
     o
+}
+
+/// A counter family with one label whose values are fixed (every value written, zeros too).
+fn labelled_counter<const N: usize>(
+    o: &mut String,
+    (name, label): (&str, &str),
+    help: &str,
+    values: [(&str, u64); N],
+) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in values {
+        let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {n}");
+    }
 }

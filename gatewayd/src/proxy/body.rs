@@ -120,7 +120,8 @@ impl Drop for ResponseBody {
 /// task polls it; the [`BodyWatch`] tells the request's own task what the client did.
 #[derive(Debug)]
 pub struct RequestBody<B = Incoming> {
-    inner: B,
+    /// None: an empty body (a request rebuilt to be sent again).
+    inner: Option<B>,
     /// None for a body that was empty from the start (nothing to watch, no allocation).
     watch: Option<Arc<BodyWatch>>,
 }
@@ -153,11 +154,19 @@ impl<B: Body> RequestBody<B> {
         let watch = (!inner.is_end_stream()).then(Arc::default);
         (
             Self {
-                inner,
+                inner: Some(inner),
                 watch: watch.clone(),
             },
             watch,
         )
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            watch: None,
+        }
     }
 }
 
@@ -170,7 +179,10 @@ impl<B: Body + Unpin> Body for RequestBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let r = Pin::new(inner).poll_frame(cx);
         if let Some(w) = &this.watch {
             let state = match &r {
                 Poll::Pending => WAITING,
@@ -183,11 +195,13 @@ impl<B: Body + Unpin> Body for RequestBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -81,6 +81,9 @@ impl PoolReturn {
 pub enum SendError<Q = Request<RequestBody>> {
     /// Nothing was sent; the request comes back for another attempt.
     NotSent(Box<Q>, ProxyError),
+    /// The request was sent, got no response head, and may be sent again (idempotent or opted
+    /// in, body kept): it comes back for another attempt if the route allows one.
+    Replayable(Box<Q>, ProxyError),
     /// The request was (at least partly) sent.
     Failed(ProxyError),
 }

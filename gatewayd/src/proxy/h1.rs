@@ -266,11 +266,11 @@ async fn request<S: std::future::Future>(
         },
         connect_timeout: svc.config.connect_timeout,
         now: start,
-        idempotent: head.req.method().is_idempotent(),
+        idempotent: head.req.method().is_idempotent() || route.config.retry.non_idempotent,
     };
     // A protocol switch takes its upstream connection for good: never from or to the pool.
     let pool = (!upgrade).then(|| w.upstreams.raw());
-    let send = |addr, out| upstream::exchange(pool, addr, out);
+    let send = |addr, out, try_timeout| upstream::exchange(pool, addr, out, try_timeout);
     let deadline = t.route.until(start + route.config.timeout);
     let client_slow = || waiting.load(Relaxed);
     let call = Call {

@@ -10,7 +10,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{
-    BackendConfig, HeaderMatch, HostMatch, OnEmptyBackend, PathMatch, Rewrite, RouteConfig,
+    BackendConfig, HeaderMatch, HostMatch, OnEmptyBackend, PathMatch, RetryPolicy, Rewrite,
+    RouteConfig,
 };
 
 // === Builders ===
@@ -26,6 +27,7 @@ fn route(name: &str) -> RouteConfig {
         rewrite: None,
         timeout: Duration::from_secs(15),
         retries: 1,
+        retry: RetryPolicy::default(),
         on_empty_backend: OnEmptyBackend::Failover,
         sticky: None,
         backends: vec![BackendConfig {

@@ -146,7 +146,8 @@ pub struct Outgoing<'a> {
     pub connect_timeout: Duration,
     /// The request's start (saves a clock read for the pool's idle check).
     pub now: Instant,
-    /// The method is idempotent (RFC 9110 §9.2.2): it may be sent again.
+    /// The method is idempotent (RFC 9110 §9.2.2), or the route lets any method be retried:
+    /// it may be sent again.
     pub idempotent: bool,
 }
 
@@ -169,14 +170,16 @@ impl Answer for Exchange {
 }
 
 /// Sends `out` to `addr` on a pooled connection (or a new one; always a new one without a pool)
-/// and reads the response head. A pooled connection that the upstream had closed is replaced
-/// transparently when the request can be sent again (an idempotent method with no body or all of
-/// it buffered); other requests only take pooled connections that pass a liveness probe. A
-/// failed connect gives the request back.
+/// and reads the response head, within `try_timeout` once the request is sent. A pooled
+/// connection that the upstream had closed is replaced transparently when the request can be
+/// sent again (an idempotent method with no body or all of it buffered); other requests only
+/// take pooled connections that pass a liveness probe. A failed connect gives the request back,
+/// and so do a per-try timeout and a close before the response head when it can be sent again.
 pub async fn exchange<'a>(
     pool: Option<&Pool>,
     addr: SocketAddr,
     mut out: Outgoing<'a>,
+    try_timeout: Option<Duration>,
 ) -> Result<Exchange, SendError<Outgoing<'a>>> {
     loop {
         // A request that cannot be sent twice (a streamed body, a non-idempotent method) only
@@ -212,9 +215,17 @@ pub async fn exchange<'a>(
                 Err(e) => return Err(SendError::Failed(e)),
             },
         };
-        let got = match sent {
-            Ok(()) => read_head(&mut conn).await,
-            Err(e) => Err(HeadError::Nothing(e.to_string())),
+        let got = match (sent, try_timeout) {
+            (Ok(()), None) => read_head(&mut conn).await,
+            (Ok(()), Some(t)) => tokio::time::timeout(t, read_head(&mut conn))
+                .await
+                .unwrap_or(Err(HeadError::TimedOut(t))),
+            (Err(e), _) => Err(HeadError::Nothing(e.to_string())),
+        };
+        // What failed before a response head: given back when the request can be sent again.
+        let again = |out, e| match resendable {
+            true => Err(SendError::Replayable(Box::new(out), e)),
+            false => Err(SendError::Failed(e)),
         };
         match got {
             Ok(()) => {
@@ -230,11 +241,13 @@ pub async fn exchange<'a>(
             // Closed while idle in the pool: the request never reached a live connection.
             Err(HeadError::Nothing(_)) if reused && resendable => continue,
             Err(HeadError::Nothing(reason)) => {
-                return Err(SendError::Failed(ProxyError::UpstreamBroken {
+                let e = ProxyError::UpstreamBroken {
                     addr,
                     reason: format!("connection closed before the response: {reason}"),
-                }))
+                };
+                return again(out, e);
             }
+            Err(HeadError::TimedOut(t)) => return again(out, ProxyError::UpstreamTimeout(t)),
             Err(HeadError::Broken(reason)) => {
                 return Err(SendError::Failed(ProxyError::UpstreamBroken {
                     addr,
@@ -320,6 +333,8 @@ fn up_addr(io: &TcpStream) -> SocketAddr {
 enum HeadError {
     /// Not one byte of a response arrived.
     Nothing(String),
+    /// No complete head within the per-try timeout.
+    TimedOut(Duration),
     /// A partial or malformed response.
     Broken(&'static str),
 }
