@@ -913,3 +913,13 @@ fn retry_settings_parse_and_default() {
     let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\ntry_timeout = \"soon\"\n");
     assert!(errors(&bad)[0].field.ends_with(".try_timeout"));
 }
+
+#[test]
+fn the_recommended_resilient_settings_parse() {
+    let c = parse(include_str!("../../../tests/bench/gatewayd-resilient.toml"));
+    let r = &c.routes[0];
+    assert_eq!(r.retry.try_timeout, Some(Duration::from_secs(1)));
+    assert_eq!(r.retries, 2);
+    let o = &c.services["api"].outlier;
+    assert_eq!((o.consecutive_failures, o.consecutive_5xx), (3, 5));
+}

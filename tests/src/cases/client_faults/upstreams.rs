@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use meshgate_e2e::harness::eventually::eventually;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 /// What a [`Sink`] does with a connection.
@@ -15,6 +15,10 @@ pub enum SinkKind {
     ReadForever,
     /// Reads a request head, then resets the connection (RST) without answering.
     ResetAfterHead,
+    /// Answers a head announcing 100,000 bytes (content-length, or chunked when true) and
+    /// 1,000 of them, then closes the connection: an upstream dying mid-response. (A close,
+    /// not a reset: a reset may throw away the bytes still in the gateway's socket buffer.)
+    DieMidResponse { chunked: bool },
 }
 
 /// A loopback endpoint that never sends a response.
@@ -58,9 +62,20 @@ impl Sink {
                         in_body = true;
                         b.fetch_add((seen.len() - end - 4) as u64, Relaxed);
                         h.fetch_add(1, Relaxed);
-                        if kind == SinkKind::ResetAfterHead {
-                            reset(io);
-                            return;
+                        match kind {
+                            SinkKind::ReadForever => {}
+                            SinkKind::ResetAfterHead => return reset(io),
+                            SinkKind::DieMidResponse { chunked } => {
+                                let head: &[u8] = if chunked {
+                                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n"
+                                } else {
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n"
+                                };
+                                let _ = io.write_all(head).await;
+                                let _ = io.write_all(&[b'd'; 1000]).await;
+                                let _ = io.flush().await;
+                                return;
+                            }
                         }
                     }
                 });
@@ -118,19 +133,25 @@ pub fn closed_port() -> SocketAddr {
 }
 
 /// Debian's nginx as the upstream, as users run it: one process (`master_process off`, so its
-/// PID is all there is to kill) serving `return 200` on two loopback ports. The conformance
+/// PID is all there is to kill) serving `return 200` on loopback ports. The conformance
 /// suite's ejections were first seen with nginx behind the gateway; the harness origins do not
 /// reproduce them.
 pub struct Nginx {
-    pub addrs: [SocketAddr; 2],
+    pub addrs: Vec<SocketAddr>,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl Nginx {
+    /// Two ports.
     pub async fn start() -> Self {
+        Self::start_on(2).await
+    }
+
+    /// `ports` ports.
+    pub async fn start_on(ports: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addrs = [closed_port(), closed_port()];
+        let addrs: Vec<SocketAddr> = (0..ports).map(|_| closed_port()).collect();
         let servers: String = addrs
             .iter()
             .map(|a| format!("  server {{ listen {a}; location / {{ return 200 \"ok\\n\"; }} }}\n"))
@@ -166,7 +187,7 @@ impl Nginx {
             child,
             _dir: dir,
         };
-        for a in n.addrs {
+        for &a in &n.addrs {
             eventually(&format!("nginx listens on {a}"), || async {
                 tokio::net::TcpStream::connect(a).await.ok().map(|_| ())
             })
@@ -176,9 +197,16 @@ impl Nginx {
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
+impl Nginx {
+    /// `kill -9`: established connections are reset, new ones refused.
+    pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
