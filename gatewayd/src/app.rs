@@ -15,6 +15,7 @@ use crate::admin::model::{ReloadStatus, WeightChange};
 use crate::config::{self, Config};
 use crate::events::Events;
 use crate::metrics::Registry;
+use crate::policy::PolicyRegistry;
 use crate::proxy::{bind_listener, run_worker, Upstreams, Worker, WorkerSet};
 use crate::snapshot::{EndpointStatsRegistry, Inputs, Snapshot, SnapshotHandle};
 use crate::weights::{rfc3339, WeightStore, WeightsError};
@@ -74,6 +75,8 @@ pub struct Control {
     /// The Consul link, when `[consul]` is configured.
     pub consul: std::sync::OnceLock<Arc<crate::consul::ConsulLink>>,
     endpoint_stats: EndpointStatsRegistry,
+    /// Compiled policies and their state (rate-limit buckets), kept across reloads.
+    pub policies: PolicyRegistry,
     generation: AtomicU64,
     state: Mutex<State>,
 }
@@ -100,6 +103,7 @@ impl Control {
             weights,
         };
         let endpoint_stats = EndpointStatsRegistry::default();
+        let policies = PolicyRegistry::default();
         let first = Snapshot::build(
             1,
             &Inputs {
@@ -108,6 +112,7 @@ impl Control {
                 services: &state.services,
                 metrics: &metrics,
                 endpoint_stats: &endpoint_stats,
+                policies: &policies,
                 previous: None,
             },
         );
@@ -120,6 +125,7 @@ impl Control {
             draining: AtomicBool::new(false),
             consul: std::sync::OnceLock::new(),
             endpoint_stats,
+            policies,
             generation: AtomicU64::new(1),
             state: Mutex::new(State { ..state }),
         })
@@ -141,6 +147,7 @@ impl Control {
                 services: &st.services,
                 metrics: &self.metrics,
                 endpoint_stats: &self.endpoint_stats,
+                policies: &self.policies,
                 previous: Some(&previous),
             },
         );

@@ -3,6 +3,7 @@
 
 mod defaults;
 mod file;
+mod policies;
 mod types;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use defaults::*;
+pub use policies::*;
 pub use types::*;
 pub use validate::default_workers;
 

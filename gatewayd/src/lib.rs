@@ -25,6 +25,7 @@ pub mod events;
 pub mod fxhash;
 pub mod health;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod route;

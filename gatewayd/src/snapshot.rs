@@ -77,6 +77,8 @@ pub struct RouteRuntime {
     pub unrouted: Arc<BackendMetrics>,
     /// The route's retry budget (kept across reloads).
     pub budget: Arc<crate::proxy::RetryBudget>,
+    /// The route's policy chain; None when it lists none (then no policy code runs).
+    pub policies: Option<Arc<crate::policy::RoutePolicies>>,
 }
 
 /// A backend of a route.
@@ -134,6 +136,8 @@ pub struct Inputs<'a> {
     pub metrics: &'a Registry,
     /// Endpoint statistics registry.
     pub endpoint_stats: &'a EndpointStatsRegistry,
+    /// Compiled policies (kept across reloads).
+    pub policies: &'a crate::policy::PolicyRegistry,
     /// The snapshot being replaced, whose unchanged services are reused.
     pub previous: Option<&'a Snapshot>,
 }
@@ -204,7 +208,8 @@ impl Snapshot {
         let routes: Vec<RouteRuntime> = config
             .routes
             .iter()
-            .map(|r| {
+            .zip(inp.policies.routes(config))
+            .map(|(r, policies)| {
                 let (weights, weights_source) = effective_weights(r, inp.overrides.get(&r.name));
                 let backends = r
                     .backends
@@ -227,6 +232,7 @@ impl Snapshot {
                     weights_source,
                     unrouted: inp.metrics.backend(&r.name, ""),
                     budget: inp.metrics.retry_budget(&r.name),
+                    policies,
                 }
             })
             .collect();

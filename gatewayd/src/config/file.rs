@@ -22,6 +22,26 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
     pub consul: Option<Spanned<ConsulFile>>,
+    #[serde(default)]
+    pub policies: BTreeMap<Spanned<String>, Spanned<PolicyFile>>,
+}
+
+/// One `[policies.NAME]`: the keys of every kind; validation refuses those of another kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicyFile {
+    pub kind: Spanned<String>,
+    pub allow_origins: Option<Vec<Spanned<String>>>,
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    pub allow_headers: Option<Vec<Spanned<String>>>,
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Spanned<String>>,
+    pub rate: Option<Spanned<String>>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
+    pub max_keys: Option<Spanned<i64>>,
+    pub scope: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +169,8 @@ pub(super) struct RouteFile {
     pub retry_non_idempotent: Option<bool>,
     pub retry_budget_percent: Option<Spanned<i64>>,
     pub retry_budget_min_per_second: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub policies: Vec<Spanned<String>>,
     pub on_empty_backend: Option<Spanned<String>>,
     pub sticky: Option<Spanned<KeyFile>>,
     #[serde(default)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Consul: discovery, shared weights, self-registration. `None`: static mode.
     pub consul: Option<ConsulSettings>,
+    /// Named request policies (routes refer to them by name).
+    pub policies: BTreeMap<String, super::PolicyConfig>,
 }
 
 /// How a Consul health read filters instances.
@@ -420,6 +422,9 @@ pub struct RouteConfig {
     pub retries: u32,
     /// When a sent request may be sent again, and how many retries the route may make.
     pub retry: RetryPolicy,
+    /// Names of the policies applied, as listed (they run in a fixed order whatever the list
+    /// order: CORS, then rate limits).
+    pub policies: Vec<String>,
     /// Behaviour when a chosen backend has no endpoint.
     pub on_empty_backend: OnEmptyBackend,
     /// Sticky key: one client stays on one backend while weights allow it.

@@ -15,6 +15,8 @@ use super::file::{self, FileConfig};
 use super::types::*;
 use super::{ConfigError, ConfigErrors};
 
+mod policies;
+
 /// Most backends one route may split between.
 pub const MAX_BACKENDS: usize = 64;
 
@@ -161,6 +163,12 @@ pub(super) fn validate(
             );
         }
     }
+    let mut policy_set = BTreeMap::new();
+    for (name, p) in &raw.policies {
+        if let Some(pc) = policies::policy(&mut cx, name, p) {
+            policy_set.insert(name.get_ref().clone(), pc);
+        }
+    }
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for r in &raw.routes {
@@ -172,7 +180,7 @@ pub(super) fn validate(
                 format!("duplicate route name '{name}'"),
             );
         }
-        if let Some(route) = route(&mut cx, r, &services) {
+        if let Some(route) = route(&mut cx, r, &services, &raw.policies) {
             routes.push(route);
         }
     }
@@ -187,6 +195,7 @@ pub(super) fn validate(
             services,
             routes,
             consul,
+            policies: policy_set,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));
@@ -542,6 +551,7 @@ fn route(
     cx: &mut Ctx<'_>,
     r: &Spanned<file::RouteFile>,
     services: &BTreeMap<String, ServiceConfig>,
+    known_policies: &BTreeMap<Spanned<String>, Spanned<file::PolicyFile>>,
 ) -> Option<RouteConfig> {
     let before = cx.errors.len();
     let f = r.get_ref();
@@ -813,6 +823,25 @@ fn route(
     }
     let timeout = cx.duration(&f.timeout, &format!("{p}.timeout"), d::ROUTE_TIMEOUT);
     let retry = retry_policy(cx, f, &p);
+    let mut policies = Vec::new();
+    for name in &f.policies {
+        let n = name.get_ref();
+        if !known_policies.keys().any(|k| k.get_ref() == n) {
+            cx.err(
+                name.span(),
+                format!("{p}.policies"),
+                format!("no policy named '{n}' ([policies.{n}])"),
+            );
+        } else if policies.contains(n) {
+            cx.err(
+                name.span(),
+                format!("{p}.policies"),
+                format!("'{n}' is listed twice"),
+            );
+        } else {
+            policies.push(n.clone());
+        }
+    }
     if cx.errors.len() != before {
         return None;
     }
@@ -826,6 +855,7 @@ fn route(
         timeout,
         retries,
         retry,
+        policies,
         on_empty_backend,
         sticky,
         backends,

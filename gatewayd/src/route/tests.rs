@@ -28,6 +28,7 @@ fn route(name: &str) -> RouteConfig {
         timeout: Duration::from_secs(15),
         retries: 1,
         retry: RetryPolicy::default(),
+        policies: Vec::new(),
         on_empty_backend: OnEmptyBackend::Failover,
         sticky: None,
         backends: vec![BackendConfig {
