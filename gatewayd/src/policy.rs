@@ -60,6 +60,28 @@ pub enum Gate {
     },
 }
 
+/// Puts a chain's headers on an answer's header map: the policy's `Access-Control-*` replace the
+/// upstream's own (never two of them), other fields are appended (`Vary` merges by appending).
+pub fn add_to(map: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
+    if extra.is_empty() {
+        return;
+    }
+    if extra.iter().any(|(k, _)| is_cors(k)) {
+        let theirs: Vec<HeaderName> = map.keys().filter(|k| is_cors(k)).cloned().collect();
+        for k in theirs {
+            map.remove(k);
+        }
+    }
+    for (k, v) in extra {
+        map.append(k.clone(), v.clone());
+    }
+}
+
+/// An `Access-Control-*` response field.
+pub fn is_cors(name: &HeaderName) -> bool {
+    name.as_str().starts_with("access-control-")
+}
+
 impl RoutePolicies {
     /// Runs the chain for one request.
     pub fn apply(&self, method: &Method, client: IpAddr, headers: &dyn Headers) -> Gate {

@@ -47,6 +47,7 @@ use crate::balance::{any_usable, nanos_at, now_nanos, observe_latency};
 use crate::config::{PathMatch, UpstreamProtocol};
 use crate::health::{record_outcome, Outcome};
 use crate::metrics::Registry;
+use crate::policy::Gate;
 use crate::route::rewrite_path;
 use crate::snapshot::{RouteRuntime, ServiceRuntime, Snapshot, SnapshotHandle};
 use crate::split::Choice;
@@ -113,6 +114,8 @@ pub(crate) struct Reached {
     backend: Option<usize>,
     /// When the upstream's response head arrived (saves a clock read for the latency).
     answered: Option<Instant>,
+    /// Headers the route's policies put on the answer, whoever makes it.
+    policy: crate::policy::ResponseHeaders,
 }
 
 /// What the access log needs from the request, captured only when the log samples requests.
@@ -216,6 +219,7 @@ pub async fn handle(
         }
     };
     cancelled.disarm();
+    crate::policy::add_to(resp.headers_mut(), &reached.policy);
     // The id the gateway logs is the one the client sees, even if the upstream sent another.
     if let Some(id) = &request_id {
         resp.headers_mut().insert(&headers::REQUEST_ID, id.clone());
@@ -463,6 +467,26 @@ async fn handle_inner(
     let mut req = Request::from_parts(parts, body);
     let (ri, bi) = select(snap, &req, start, reached)?;
     let route = &snap.routes[ri];
+    if let Some(chain) = &route.policies {
+        match chain.apply(req.method(), conn.peer.ip(), req.headers()) {
+            Gate::Pass(h) => reached.policy = h,
+            Gate::Answer {
+                status,
+                code,
+                headers,
+            } => {
+                reached.policy = headers;
+                return match code {
+                    Some(code) => Err(ProxyError::Refused { status, code }),
+                    None => {
+                        let mut r = Response::new(ResponseBody::empty());
+                        *r.status_mut() = status;
+                        Ok(r)
+                    }
+                };
+            }
+        }
+    }
     route.backends[bi].metrics.shard(w.id).start();
     let svc = &snap.services[route.backends[bi].service];
 

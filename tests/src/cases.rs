@@ -15,6 +15,7 @@ mod cases {
 
     pub mod lifecycle;
     pub mod observability;
+    pub mod policies;
     pub mod proxying;
     pub mod registration;
     pub mod reload;

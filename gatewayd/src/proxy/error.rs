@@ -143,6 +143,14 @@ pub enum ProxyError {
     /// The route's timeout passed while the gateway was still waiting for the request body.
     #[error("request body not received within {0:?}")]
     ClientTimeout(Duration),
+    /// A route policy answered instead of the upstream (429 rate limited, 403 CORS refused).
+    #[error("refused by the route's policy: {code}")]
+    Refused {
+        /// The answer's status.
+        status: StatusCode,
+        /// `rate_limited` or `cors_refused`.
+        code: &'static str,
+    },
 }
 
 impl ProxyError {
@@ -154,7 +162,9 @@ impl ProxyError {
             }
             Self::ClientClosed(_) => Fault::Client(ClientFault::AbortedUpload),
             Self::ClientTimeout(_) => Fault::Client(ClientFault::StalledUpload),
-            Self::NoRoute { .. } | Self::NoHealthyEndpoints { .. } => Fault::Gateway,
+            Self::NoRoute { .. } | Self::NoHealthyEndpoints { .. } | Self::Refused { .. } => {
+                Fault::Gateway
+            }
             Self::UpstreamConnect { .. } => Fault::Endpoint(EndpointFault::Connect),
             Self::UpstreamTimeout(_) => Fault::Endpoint(EndpointFault::Timeout),
             Self::UpstreamBroken { .. } => Fault::Endpoint(EndpointFault::Broken),
@@ -180,6 +190,7 @@ impl ProxyError {
             Self::NotImplemented(_) => "not_implemented",
             Self::ClientClosed(_) => "client_closed",
             Self::ClientTimeout(_) => "request_timeout",
+            Self::Refused { code, .. } => code,
         }
     }
 
@@ -194,6 +205,7 @@ impl ProxyError {
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Refused { status, .. } => *status,
         }
     }
 }
@@ -339,6 +351,13 @@ mod tests {
             (
                 ProxyError::ClientTimeout(Duration::from_secs(1)),
                 Fault::Client(ClientFault::StalledUpload),
+            ),
+            (
+                ProxyError::Refused {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "rate_limited",
+                },
+                Fault::Gateway,
             ),
         ];
         for (e, fault) in table {

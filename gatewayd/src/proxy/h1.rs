@@ -28,17 +28,18 @@ use tokio::time::Instant;
 use self::head::{Field, Framing, RequestHead};
 use self::read::{read_request, whole_body, Read};
 use self::respond::{
-    error_reply, forward_body, response_head, switch_protocols, write_synthetic, Cut, Forwarded,
-    Reply,
+    add_fields, answer, error_reply, forward_body, response_head, switch_protocols,
+    write_synthetic, Cut, Forwarded, Reply,
 };
 pub(crate) use self::rewind::Rewind;
 use self::timers::{LazyDeadline, Timers};
 use self::upstream::{Downstream, Outgoing, READ_BUF};
-use super::error::{ClientFault, ProxyError};
+use super::error::{respond, ClientFault, ProxyError};
 use super::{
     attempts, finish, select, stopped, with_rng, Call, ConnInfo, LogLine, Policies, Reached, Worker,
 };
 use crate::config::UpstreamProtocol;
+use crate::policy::{Gate, ResponseHeaders};
 
 /// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
 /// more (it grows for larger heads and for bodies).
@@ -179,6 +180,8 @@ async fn request<S: std::future::Future>(
     let upgrade = head.upgrade;
     let body_pending = head.framing != Framing::None;
     let mut log = LogLine::capture(w, &head.req);
+    // Headers the route's policies put on the answer, whoever makes it.
+    let mut extra = ResponseHeaders::new();
     let record = |status: u16, reached: &Reached, log: Option<LogLine>| {
         finish(
             w,
@@ -211,7 +214,15 @@ async fn request<S: std::future::Future>(
     };
     if let Err(e) = filled {
         fail(&e, &reached, log.take());
-        return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
+        return error_reply(
+            io,
+            &e,
+            request_id.as_ref(),
+            Reply::Close,
+            head_request,
+            &extra,
+        )
+        .await;
     }
     let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
         Ok(x) => x,
@@ -225,7 +236,15 @@ async fn request<S: std::future::Future>(
                 }
             }
             fail(&e, &reached, log.take());
-            return error_reply(io, &e, request_id.as_ref(), after_error, head_request).await;
+            return error_reply(
+                io,
+                &e,
+                request_id.as_ref(),
+                after_error,
+                head_request,
+                &extra,
+            )
+            .await;
         }
     };
     let route = &snap.routes[ri];
@@ -239,6 +258,34 @@ async fn request<S: std::future::Future>(
         buf.clear();
         return Next::Handover(pre.freeze());
     }
+    if let Some(chain) = &route.policies {
+        let fields = head::FieldsView {
+            raw: &head.raw,
+            fields: &s.fields,
+        };
+        match chain.apply(head.req.method(), info.peer.ip(), &fields) {
+            Gate::Pass(h) => extra = h,
+            Gate::Answer {
+                status,
+                code,
+                headers,
+            } => {
+                let mut resp = match code {
+                    Some(code) => {
+                        respond(&ProxyError::Refused { status, code }, request_id.as_ref())
+                    }
+                    None => {
+                        let mut r = http::Response::new(crate::proxy::ResponseBody::empty());
+                        *r.status_mut() = status;
+                        r
+                    }
+                };
+                crate::policy::add_to(resp.headers_mut(), &headers);
+                record(status.as_u16(), &reached, log.take());
+                return answer(io, resp, after_error, head_request).await;
+            }
+        }
+    }
     backend.metrics.shard(w.id).start();
     let written = forward::upstream_head(
         &mut s.up,
@@ -251,7 +298,15 @@ async fn request<S: std::future::Future>(
     );
     if let Err(e) = written {
         fail(&e, &reached, log.take());
-        return error_reply(io, &e, request_id.as_ref(), after_error, head_request).await;
+        return error_reply(
+            io,
+            &e,
+            request_id.as_ref(),
+            after_error,
+            head_request,
+            &extra,
+        )
+        .await;
     }
     let waiting = AtomicBool::new(false);
     let out = Outgoing {
@@ -287,7 +342,15 @@ async fn request<S: std::future::Future>(
         Ok(x) => x,
         Err(e) => {
             fail(&e, &reached, log.take());
-            return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
+            return error_reply(
+                io,
+                &e,
+                request_id.as_ref(),
+                Reply::Close,
+                head_request,
+                &extra,
+            )
+            .await;
         }
     };
     reached.answered = Some(answered);
@@ -305,7 +368,15 @@ async fn request<S: std::future::Future>(
             reason: "101 Switching Protocols to a request without Upgrade".into(),
         };
         fail(&e, &reached, log.take());
-        return error_reply(io, &e, request_id.as_ref(), Reply::Close, head_request).await;
+        return error_reply(
+            io,
+            &e,
+            request_id.as_ref(),
+            Reply::Close,
+            head_request,
+            &extra,
+        )
+        .await;
     }
     record(status, &reached, log.take());
     if upgrade && status == 101 {
@@ -329,6 +400,7 @@ async fn request<S: std::future::Future>(
         reply,
         keep_te,
     );
+    add_fields(&mut s.down, &extra);
     let head_len = conn.head.len;
     conn.buf.advance(head_len);
     match forward_body(io, &mut conn, &s.down, framing, decode).await {

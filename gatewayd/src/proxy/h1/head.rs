@@ -370,3 +370,22 @@ pub fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Opti
     }
     Ok(found)
 }
+
+/// A request's fields seen through [`crate::policy::Headers`]: policies look fields up in the
+/// head as received, with no header map built.
+pub struct FieldsView<'a> {
+    /// The head's bytes.
+    pub raw: &'a [u8],
+    /// Its fields.
+    pub fields: &'a [Field],
+}
+
+impl crate::policy::Headers for FieldsView<'_> {
+    fn get(&self, name: &http::HeaderName) -> Option<&[u8]> {
+        let n = name.as_str().as_bytes();
+        self.fields
+            .iter()
+            .find(|f| f.name(self.raw).eq_ignore_ascii_case(n))
+            .map(|f| f.value(self.raw))
+    }
+}

@@ -4,7 +4,7 @@
 use std::io::IoSlice;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -260,17 +260,55 @@ async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Cut> {
     }
 }
 
+/// Answers with the gateway's own JSON error for `e` (with the route's policy headers, `extra`).
 pub(super) async fn error_reply(
     io: &mut TcpStream,
     e: &ProxyError,
     request_id: Option<&HeaderValue>,
     reply: Reply,
     head_request: bool,
+    extra: &[(HeaderName, HeaderValue)],
 ) -> Next {
-    match write_synthetic(io, e, request_id, reply, head_request).await {
+    let mut resp = respond(e, request_id);
+    crate::policy::add_to(resp.headers_mut(), extra);
+    answer(io, resp, reply, head_request).await
+}
+
+/// Answers with an in-memory response the gateway made (a policy's, an error).
+pub(super) async fn answer(
+    io: &mut TcpStream,
+    resp: http::Response<crate::proxy::ResponseBody>,
+    reply: Reply,
+    head_request: bool,
+) -> Next {
+    match write_response(io, &resp, reply, head_request).await {
         Ok(()) if reply != Reply::Close => Next::KeepAlive,
         _ => Next::Close,
     }
+}
+
+/// Puts a route's policy headers on a response head already written to `out` (ending in the
+/// blank line): the policy's `Access-Control-*` replace the upstream's own lines.
+pub(super) fn add_fields(out: &mut Vec<u8>, extra: &[(HeaderName, HeaderValue)]) {
+    if extra.is_empty() {
+        return;
+    }
+    out.truncate(out.len().saturating_sub(2));
+    if extra.iter().any(|(k, _)| crate::policy::is_cors(k)) {
+        let mut kept = Vec::with_capacity(out.len());
+        for (i, line) in out.split_inclusive(|&b| b == b'\n').enumerate() {
+            let cors =
+                i > 0 && line.len() > 15 && line[..15].eq_ignore_ascii_case(b"access-control-");
+            if !cors {
+                kept.extend_from_slice(line);
+            }
+        }
+        *out = kept;
+    }
+    for (k, v) in extra {
+        put_field(out, k.as_str().as_bytes(), v.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the gateway's own JSON answer for `e`.
@@ -281,7 +319,16 @@ pub(super) async fn write_synthetic(
     reply: Reply,
     head_request: bool,
 ) -> std::io::Result<()> {
-    let resp = respond(e, request_id);
+    write_response(io, &respond(e, request_id), reply, head_request).await
+}
+
+/// Writes an in-memory response with a `content-length`, `date` and our connection field.
+async fn write_response(
+    io: &mut TcpStream,
+    resp: &http::Response<crate::proxy::ResponseBody>,
+    reply: Reply,
+    head_request: bool,
+) -> std::io::Result<()> {
     let body = match resp.body() {
         crate::proxy::ResponseBody::Full(Some(b)) => b.clone(),
         _ => Bytes::new(),

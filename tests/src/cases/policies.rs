@@ -1,0 +1,242 @@
+//! Route policies through the running gateway, on the HTTP/1.1 engine and the HTTP/2 path: rate
+//! limits answer 429 with `Retry-After` and the IETF `RateLimit` headers (checked with a
+//! Structured Fields parser) while another key keeps its rate; CORS preflights are answered at
+//! the gateway and refused ones never reach the upstream; the CORS headers are on the gateway's
+//! own errors too.
+
+use bytes::Bytes;
+use meshgate_e2e::harness::{patience, trace_init, Gateway, Origin};
+use serde_json::Value;
+
+use super::support::{client, service};
+
+const POLICIES: &str = "[policies.per-key]\nkind = \"rate_limit\"\nrate = \"3/m\"\nkey = \"header:x-api-key\"\n\n[policies.web]\nkind = \"cors\"\nallow_origins = [\"https://app.example.com\", \"https://*.shop.example\"]\nallow_methods = [\"GET\", \"PUT\"]\nallow_headers = [\"content-type\"]\nallow_credentials = true\nmax_age = \"10m\"\nexpose_headers = [\"x-request-id\"]\n";
+
+fn config(o: &Origin) -> String {
+    format!(
+        "{}[[routes]]\nname = \"api\"\npolicies = [\"per-key\", \"web\"]\nbackends = [{{ name = \"o\", weight = 1 }}]\n\n[[routes]]\nname = \"down\"\npath_prefix = \"/down\"\npolicies = [\"web\"]\nbackends = [{{ name = \"dead\", weight = 1 }}]\n\n[services.dead]\nendpoints = [\"{}\"]\n\n{POLICIES}",
+        service("o", &[o], "round_robin"),
+        super::client_faults::upstreams::closed_port(),
+    )
+}
+
+/// The `RateLimit` field's string and its `r` and `t` parameters, parsed as a Structured Field
+/// List of one member.
+fn ratelimit(v: &str) -> (String, i64, i64) {
+    let mut p = sfparse::Parser::new(v.as_bytes());
+    let Ok(Some(sfparse::Value::String { range, .. })) = p.parse_list() else {
+        panic!("not a Structured Fields list of a string: {v}")
+    };
+    let name = v[range].to_string();
+    let (mut r, mut t) = (-1, -1);
+    while let Ok(Some((k, value))) = p.parse_param() {
+        match (k, value) {
+            ("r", sfparse::Value::Integer(n)) => r = n,
+            ("t", sfparse::Value::Integer(n)) => t = n,
+            ("q" | "w", sfparse::Value::Integer(_)) => {}
+            other => panic!("unexpected parameter {other:?} in {v}"),
+        }
+    }
+    (name, r, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_answers_429_with_its_headers_while_another_key_keeps_its_rate() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let http = client();
+    for left in [2, 1, 0] {
+        let r = http
+            .get(gw.url("/a"))
+            .header("x-api-key", "alice")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (name, remaining, _) = ratelimit(r.headers()["ratelimit"].to_str().unwrap());
+        assert_eq!((name.as_str(), remaining), ("per-key", left));
+        assert_eq!(r.headers()["ratelimit-policy"], "\"per-key\";q=3;w=60");
+    }
+    let r = http
+        .get(gw.url("/a"))
+        .header("x-api-key", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    let (_, remaining, reset) = ratelimit(r.headers()["ratelimit"].to_str().unwrap());
+    assert_eq!(remaining, 0);
+    assert!(reset >= 1);
+    assert_eq!(r.headers()["x-meshgate-error"], "rate_limited");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
+    assert_eq!(
+        o.hits(),
+        3,
+        "the limited request never reached the upstream"
+    );
+    // Another key keeps its full rate, over HTTP/2 as well.
+    for _ in 0..3 {
+        let (status, headers) = h2(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
+        assert_eq!(status, 200);
+        assert!(headers.contains_key("ratelimit"));
+    }
+    let (status, _) = h2(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_at_the_gateway() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let http = client();
+    let preflight = |origin: &'static str, method: &'static str| {
+        http.request(reqwest::Method::OPTIONS, gw.url("/a"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("https://app.example.com", "PUT").await.unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-allow-methods"], "GET, PUT");
+    assert_eq!(h["access-control-allow-headers"], "content-type");
+    assert_eq!(h["access-control-max-age"], "600");
+    let r = preflight("https://a.shop.example", "GET").await.unwrap();
+    assert_eq!(r.status(), 204);
+    for (origin, method) in [
+        ("https://evil.net", "PUT"),
+        ("https://app.example.com.evil.net", "GET"),
+        ("https://app.example.com", "DELETE"),
+    ] {
+        let r = preflight(origin, method).await.unwrap();
+        assert_eq!(r.status(), 403, "{origin} {method}");
+        assert!(
+            r.headers()
+                .keys()
+                .all(|k| !k.as_str().starts_with("access-control-allow")),
+            "{:?}",
+            r.headers()
+        );
+    }
+    assert_eq!(o.hits(), 0, "no preflight reached the upstream");
+    // Over HTTP/2 too.
+    let (status, headers) = h2(
+        &gw,
+        "OPTIONS",
+        "/a",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "PUT"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_go_on_answers_and_on_the_gateways_own_errors() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let http = client();
+    let r = http
+        .get(gw.url("/a"))
+        .header("origin", "https://app.example.com")
+        .header("x-api-key", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
+    assert!(r.headers()["vary"].to_str().unwrap().contains("Origin"));
+    // A refused origin gets no Access-Control-Allow-*, but the answer all the same.
+    let r = http
+        .get(gw.url("/a"))
+        .header("origin", "https://evil.net")
+        .header("x-api-key", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    // The gateway's own 502 carries them, so a browser can read it.
+    for over_h2 in [false, true] {
+        let headers = if over_h2 {
+            h2(
+                &gw,
+                "GET",
+                "/down",
+                &[("origin", "https://app.example.com")],
+            )
+            .await
+            .1
+        } else {
+            let r = http
+                .get(gw.url("/down"))
+                .header("origin", "https://app.example.com")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 502);
+            r.headers().clone()
+        };
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        assert_eq!(headers["x-meshgate-error"], "upstream_connect_failed");
+    }
+}
+
+/// One HTTP/2 request on its own connection: status and headers (the body is read and dropped).
+async fn h2(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+) -> (u16, http::HeaderMap) {
+    let io = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let resp = tokio::time::timeout(patience(), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut body) = resp.into_parts();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let _: Bytes = chunk;
+    }
+    conn.abort();
+    (parts.status.as_u16(), parts.headers)
+}
