@@ -143,6 +143,7 @@ class Site:
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
             "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
             "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-local"),
+            "ANSIBLE_REMOTE_TEMP": str(tmp / "ansible-remote"),
             "ANSIBLE_HOME": str(tmp / "ansible-home"),
             "ANSIBLE_NOCOLOR": "1",
             "MESHGATE_TEST_ROOT": str(self.root),

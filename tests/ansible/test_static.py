@@ -20,12 +20,12 @@ def load(path):
     return yaml.safe_load(path.read_text()) or {}
 
 
-def test_ansible_lint_production_profile_offline_no_skips():
+def test_ansible_lint_production_profile_offline_no_skips(tmp_path):
     config = load(ANSIBLE_DIR / ".ansible-lint")
     assert config["profile"] == "production" and config["skip_list"] == []
     proc = subprocess.run([str(VENV_BIN / "ansible-lint"), "--offline", "--nocolor"],
                           cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=600,
-                          env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(ANSIBLE_DIR)})
+                          env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
 
