@@ -39,3 +39,16 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== ansible (roles and playbooks run for real against the built binaries: tests/ansible/)"
+# systemd-analyze checks the gatewayd unit offline (systemd is not PID 1 here); strip shrinks the
+# debug binaries the roles copy into their throw-away roots.
+command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd; }
+command -v strip >/dev/null || { apt-get update -qq && apt-get install -y -qq binutils; }
+if ! cmp -s ansible/requirements.txt .venv/.meshgate-ansible-requirements.txt; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input \
+    -r ansible/requirements.txt
+  cp ansible/requirements.txt .venv/.meshgate-ansible-requirements.txt
+fi
+# --basetemp under the git-ignored target/: each run clears the previous run's roots.
+PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cacheprovider -q \
+  --basetemp=target/ansible-tests tests/ansible

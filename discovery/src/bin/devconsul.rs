@@ -6,6 +6,15 @@
 //! ```
 //! Prints `devconsul listening on http://ADDR` (`https://ADDR` with `--tls-cert`/`--tls-key`)
 //! once bound (port 0 picks a free port), then serves until Ctrl-C or SIGTERM.
+//!
+//! It also answers the few `consul` command lines the Ansible `consul` role runs, so it can be
+//! installed as `consul` in tests (see `consul_cli`):
+//!
+//! ```text
+//! devconsul agent -config-dir=DIR [-config-file=FILE]   # serve what the JSON config says
+//! devconsul validate DIR|FILE...                        # exit 0 valid, 1 invalid
+//! devconsul version
+//! ```
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -16,6 +25,9 @@ use std::time::Duration;
 use clap::Parser;
 use discovery::devconsul::DevConsul;
 use discovery::go_duration;
+
+#[path = "devconsul/consul_cli.rs"]
+mod consul_cli;
 
 /// In-memory Consul-compatible HTTP API for development and tests.
 #[derive(Debug, Parser)]
@@ -55,7 +67,40 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match consul_cli::parse(&argv) {
+        None => Args::parse(),
+        Some(Err(e)) => {
+            eprintln!("devconsul: {e}");
+            return ExitCode::from(1);
+        }
+        Some(Ok(consul_cli::Command::Version)) => {
+            println!("Consul v1.20.0 (devconsul {})", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(Ok(consul_cli::Command::Validate(paths))) => {
+            return match consul_cli::validate(&paths) {
+                Ok(_) => {
+                    println!("Configuration is valid!");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("Config validation failed: {}", problems.join("; "));
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Some(Ok(consul_cli::Command::Agent(agent))) => Args {
+            addr: agent.addr,
+            token: agent.token,
+            max_wait: Duration::from_secs(600),
+            default_wait: Duration::from_secs(300),
+            datacenter: agent.datacenter,
+            node: agent.node,
+            tls_cert: None,
+            tls_key: None,
+        },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
