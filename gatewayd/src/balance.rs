@@ -11,6 +11,8 @@ mod round_robin;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use rand::Rng;
 
 pub use endpoint_set::{nanos_at, now_nanos, EndpointRuntime, EndpointStats};
@@ -52,7 +54,20 @@ impl Balancer {
         exclude: Option<usize>,
         rng: &mut R,
     ) -> Option<usize> {
-        let usable = |i: usize| Some(i) != exclude && !eps[i].stats.is_ejected(now);
+        self.pick_within(eps, now, exclude, None, rng)
+    }
+
+    /// [`Balancer::pick`], skipping endpoints with `limit` requests or more in flight.
+    pub fn pick_within<R: Rng + ?Sized>(
+        &self,
+        eps: &[EndpointRuntime],
+        now: u64,
+        exclude: Option<usize>,
+        limit: Option<u32>,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let room = |i: usize| limit.is_none_or(|l| eps[i].stats.in_flight.load(Relaxed) < l);
+        let usable = |i: usize| Some(i) != exclude && !eps[i].stats.is_ejected(now) && room(i);
         match self {
             Self::RoundRobin(rr) => rr.pick(eps.len(), usable),
             Self::Weighted(w) => w.pick(usable),

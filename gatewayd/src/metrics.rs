@@ -7,7 +7,7 @@ mod prometheus;
 mod shard;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -173,6 +173,8 @@ pub struct Registry {
     pub retries_refused: AtomicU64,
     /// Retry budgets by route name, kept across reloads.
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Requests in flight by route name (for `max_in_flight`), kept across reloads.
+    route_loads: Mutex<HashMap<String, Arc<AtomicU32>>>,
     /// Outlier ejections.
     pub ejections: AtomicU64,
     /// Failures that were the client's, by kind ([`ClientFault::index`]); never counted against
@@ -200,6 +202,7 @@ impl Registry {
             retries: Default::default(),
             retries_refused: AtomicU64::new(0),
             budgets: Mutex::new(HashMap::new()),
+            route_loads: Mutex::new(HashMap::new()),
             ejections: AtomicU64::new(0),
             client_faults: Default::default(),
             ejected: Mutex::new(VecDeque::new()),
@@ -225,6 +228,9 @@ impl Registry {
         // A route's unrouted pair ("" backend) exists as long as the route does.
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         budgets.retain(|r, _| keep(r, ""));
+        drop(budgets);
+        let mut loads = self.route_loads.lock().unwrap_or_else(|e| e.into_inner());
+        loads.retain(|r, _| keep(r, ""));
     }
 
     /// Every pair, sorted by route then backend.
@@ -246,6 +252,13 @@ impl Registry {
     /// Counts a retried attempt.
     pub fn count_retry(&self, reason: RetryReason) {
         self.retries[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The in-flight counter of `route`, created on first use and kept across reloads (requests
+    /// that started on an older snapshot still count, and still release their slot).
+    pub fn route_load(&self, route: &str) -> Arc<AtomicU32> {
+        let mut l = self.route_loads.lock().unwrap_or_else(|e| e.into_inner());
+        l.entry(route.to_string()).or_default().clone()
     }
 
     /// The retry budget of `route`, created on first use and kept across reloads.

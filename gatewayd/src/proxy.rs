@@ -347,6 +347,13 @@ where
     Fut: std::future::Future<Output = Result<A, SendError<Q>>>,
 {
     let (w, route, svc, start) = (call.w, call.route, call.svc, call.start);
+    let _slot = match route.config.max_in_flight {
+        Some(max) => Some(
+            Slot::take(&route.load, max)
+                .ok_or_else(|| ProxyError::Overloaded(format!("route {}", route.config.name)))?,
+        ),
+        None => None,
+    };
     let timeout = route.config.timeout;
     let policy = &route.config.retry;
     let second = |t: Instant| nanos_at(t) / 1_000_000_000;
@@ -366,14 +373,25 @@ where
                 Instant::now()
             };
             let now = nanos_at(sent_at);
-            let Some(ei) = with_rng(|rng| svc.balancer.pick(&svc.endpoints, now, exclude, rng))
-            else {
+            let limit = svc.config.max_in_flight_per_endpoint;
+            let picked = with_rng(|rng| {
+                svc.balancer
+                    .pick_within(&svc.endpoints, now, exclude, limit, rng)
+            });
+            let Some(ei) = picked else {
                 // A retry that finds no other endpoint reports why the first attempt failed.
-                return Err(
-                    last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoints {
+                if let Some(e) = last_error {
+                    return Err(e);
+                }
+                let healthy = svc.endpoints.iter().any(|e| !e.stats.is_ejected(now));
+                return Err(match (limit, healthy) {
+                    (Some(_), true) => {
+                        ProxyError::Overloaded(format!("every endpoint of {}", svc.config.name))
+                    }
+                    _ => ProxyError::NoHealthyEndpoints {
                         route: route.config.name.clone(),
-                    }),
-                );
+                    },
+                });
             };
             let ep = &svc.endpoints[ei];
             let in_flight = InFlight::start(&ep.stats);
@@ -576,6 +594,25 @@ async fn handle_inner(
         ret,
         client_gone: Some(w.metrics.clone()),
     }))
+}
+
+/// A place among a route's `max_in_flight` requests, held until dropped (the attempts end, or
+/// the client went away).
+struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Slot<'a> {
+    fn take(load: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Self> {
+        let taken = load
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        taken.then_some(Self(load))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Counts a request as outstanding on an endpoint until dropped, so a timeout or a client that

@@ -77,6 +77,8 @@ pub struct RouteRuntime {
     pub unrouted: Arc<BackendMetrics>,
     /// The route's retry budget (kept across reloads).
     pub budget: Arc<crate::proxy::RetryBudget>,
+    /// The route's requests in flight, for `max_in_flight` (kept across reloads).
+    pub load: Arc<std::sync::atomic::AtomicU32>,
     /// The route's policy chain; None when it lists none (then no policy code runs).
     pub policies: Option<Arc<crate::policy::RoutePolicies>>,
 }
@@ -232,6 +234,7 @@ impl Snapshot {
                     weights_source,
                     unrouted: inp.metrics.backend(&r.name, ""),
                     budget: inp.metrics.retry_budget(&r.name),
+                    load: inp.metrics.route_load(&r.name),
                     policies,
                 }
             })

@@ -420,3 +420,21 @@ fn endpoint_runtime_carries_authority_and_weight() {
     );
     assert_eq!(v6.authority.as_str(), "[::1]:8080");
 }
+
+#[test]
+fn endpoints_at_their_in_flight_limit_are_skipped() {
+    let e = eps(&[1, 1, 1]);
+    let mut rng = SmallRng::seed_from_u64(7);
+    e[0].stats.in_flight.store(2, Relaxed);
+    e[1].stats.in_flight.store(1, Relaxed);
+    for b in [
+        Balancer::new(BalancePolicy::RoundRobin, &e),
+        Balancer::new(BalancePolicy::P2cLeastRequest, &e),
+    ] {
+        for _ in 0..50 {
+            let i = b.pick_within(&e, 1, None, Some(2), &mut rng).unwrap();
+            assert_ne!(i, 0, "at its limit");
+        }
+        assert_eq!(b.pick_within(&e, 1, Some(2), Some(1), &mut rng), None);
+    }
+}

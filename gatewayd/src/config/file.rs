@@ -123,6 +123,7 @@ pub(super) struct ServiceFile {
     pub connect_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    pub max_in_flight_per_endpoint: Option<Spanned<i64>>,
     pub outlier: Option<OutlierFile>,
 }
 
@@ -171,6 +172,7 @@ pub(super) struct RouteFile {
     pub retry_budget_min_per_second: Option<Spanned<i64>>,
     #[serde(default)]
     pub policies: Vec<Spanned<String>>,
+    pub max_in_flight: Option<Spanned<i64>>,
     pub on_empty_backend: Option<Spanned<String>>,
     pub sticky: Option<Spanned<KeyFile>>,
     #[serde(default)]

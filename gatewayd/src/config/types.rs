@@ -299,6 +299,10 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint and worker.
     pub max_idle_per_endpoint: usize,
+    /// Requests outstanding on one endpoint at most, counted across every worker (None: no
+    /// limit). An endpoint at its limit is skipped by the balancer; when every usable endpoint
+    /// is, the request gets a fast 503 with `Retry-After`.
+    pub max_in_flight_per_endpoint: Option<u32>,
     /// Outlier ejection.
     pub outlier: OutlierConfig,
 }
@@ -425,6 +429,9 @@ pub struct RouteConfig {
     /// Names of the policies applied, as listed (they run in a fixed order whatever the list
     /// order: CORS, then rate limits).
     pub policies: Vec<String>,
+    /// Requests of this route outstanding at most (until their response head), across every
+    /// worker; beyond, a fast 503 with `Retry-After` (None: no limit).
+    pub max_in_flight: Option<u32>,
     /// Behaviour when a chosen backend has no endpoint.
     pub on_empty_backend: OnEmptyBackend,
     /// Sticky key: one client stays on one backend while weights allow it.

@@ -467,6 +467,14 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
             d::IDLE_TIMEOUT,
         ),
         max_idle_per_endpoint: max_idle,
+        max_in_flight_per_endpoint: s.max_in_flight_per_endpoint.as_ref().and_then(|v| {
+            cx.int(
+                v,
+                &format!("services.{name}.max_in_flight_per_endpoint"),
+                1,
+                10_000_000,
+            )
+        }),
         outlier,
     }
 }
@@ -823,6 +831,10 @@ fn route(
     }
     let timeout = cx.duration(&f.timeout, &format!("{p}.timeout"), d::ROUTE_TIMEOUT);
     let retry = retry_policy(cx, f, &p);
+    let max_in_flight = f
+        .max_in_flight
+        .as_ref()
+        .and_then(|v| cx.int(v, &format!("{p}.max_in_flight"), 1, 10_000_000));
     let mut policies = Vec::new();
     for name in &f.policies {
         let n = name.get_ref();
@@ -856,6 +868,7 @@ fn route(
         retries,
         retry,
         policies,
+        max_in_flight,
         on_empty_backend,
         sticky,
         backends,

@@ -143,6 +143,10 @@ pub enum ProxyError {
     /// The route's timeout passed while the gateway was still waiting for the request body.
     #[error("request body not received within {0:?}")]
     ClientTimeout(Duration),
+    /// A concurrency limit is reached (the route's `max_in_flight`, or every usable endpoint at
+    /// its service's `max_in_flight_per_endpoint`): a fast 503 with `Retry-After`.
+    #[error("{0} at its concurrency limit")]
+    Overloaded(String),
     /// A route policy answered instead of the upstream (429 rate limited, 403 CORS refused).
     #[error("refused by the route's policy: {code}")]
     Refused {
@@ -162,9 +166,10 @@ impl ProxyError {
             }
             Self::ClientClosed(_) => Fault::Client(ClientFault::AbortedUpload),
             Self::ClientTimeout(_) => Fault::Client(ClientFault::StalledUpload),
-            Self::NoRoute { .. } | Self::NoHealthyEndpoints { .. } | Self::Refused { .. } => {
-                Fault::Gateway
-            }
+            Self::NoRoute { .. }
+            | Self::NoHealthyEndpoints { .. }
+            | Self::Refused { .. }
+            | Self::Overloaded(_) => Fault::Gateway,
             Self::UpstreamConnect { .. } => Fault::Endpoint(EndpointFault::Connect),
             Self::UpstreamTimeout(_) => Fault::Endpoint(EndpointFault::Timeout),
             Self::UpstreamBroken { .. } => Fault::Endpoint(EndpointFault::Broken),
@@ -191,6 +196,7 @@ impl ProxyError {
             Self::ClientClosed(_) => "client_closed",
             Self::ClientTimeout(_) => "request_timeout",
             Self::Refused { code, .. } => code,
+            Self::Overloaded(_) => "overloaded",
         }
     }
 
@@ -206,6 +212,7 @@ impl ProxyError {
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Refused { status, .. } => *status,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -225,6 +232,10 @@ pub fn respond(err: &ProxyError, request_id: Option<&HeaderValue>) -> Response<R
         HeaderValue::from_static("application/json"),
     );
     h.insert("x-meshgate-error", HeaderValue::from_static(err.code()));
+    if let ProxyError::Overloaded(_) = err {
+        // Limits free up as requests finish: come back in a second rather than hammering.
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Some(id) = request_id {
         h.insert("x-request-id", id.clone());
     }
@@ -359,6 +370,7 @@ mod tests {
                 },
                 Fault::Gateway,
             ),
+            (ProxyError::Overloaded(s()), Fault::Gateway),
         ];
         for (e, fault) in table {
             assert_eq!(e.fault(), fault, "{e}");
@@ -373,6 +385,14 @@ mod tests {
         for (i, k) in ClientFault::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
         }
+    }
+
+    #[test]
+    fn overload_is_a_fast_503_with_retry_after() {
+        let r = respond(&ProxyError::Overloaded("route r".into()), None);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["x-meshgate-error"], "overloaded");
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn route(name: &str) -> RouteConfig {
         retries: 1,
         retry: RetryPolicy::default(),
         policies: Vec::new(),
+        max_in_flight: None,
         on_empty_backend: OnEmptyBackend::Failover,
         sticky: None,
         backends: vec![BackendConfig {

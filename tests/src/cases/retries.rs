@@ -175,3 +175,44 @@ async fn resets_before_the_head_are_retried_within_the_budget() {
         resets
     );
 }
+
+/// Concurrency limits answer a fast 503 with `Retry-After` instead of queueing: per endpoint
+/// (`max_in_flight_per_endpoint`) and per route (`max_in_flight`), counted across workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limits_answer_fast_503s_with_retry_after() {
+    trace_init();
+    let silent = Sink::start(SinkKind::ReadForever).await;
+    let cfg = format!(
+        "[services.svc]\nendpoints = [\"{}\"]\nmax_in_flight_per_endpoint = 2\n\n{}{}[services.other]\nendpoints = [\"{}\"]\n\n",
+        silent.addr,
+        route("r", "/", "svc", "timeout = \"30s\"\n"),
+        route("one", "/one", "other", "timeout = \"30s\"\nmax_in_flight = 1\n"),
+        silent.addr,
+    );
+    let gw = Gateway::start(&cfg).unwrap();
+    // Requests that wait on the silent endpoint hold their places; each on its own connection.
+    let hold = |path: &'static str| {
+        let url = gw.url(path);
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status()) })
+    };
+    let before = silent.heads();
+    let held = [hold("/a"), hold("/b"), hold("/one/c")];
+    silent.wait_heads(before + 2).await;
+    meshgate_e2e::harness::eventually::eventually("three requests held", || async {
+        (silent.heads() >= before + 3).then_some(())
+    })
+    .await;
+    let http = client();
+    for path in ["/d", "/one/e"] {
+        let started = tokio::time::Instant::now();
+        let r = http.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["x-meshgate-error"], "overloaded");
+        // Fast: it did not wait for a place (the held ones wait 30 s).
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    for h in held {
+        h.abort();
+    }
+}
