@@ -177,6 +177,25 @@ impl PolicyRegistry {
             .collect()
     }
 
+    /// Decisions so far, by policy and outcome, sorted: (policy, outcome, count). Outcomes:
+    /// `preflight_allowed` / `preflight_refused` (cors), `allowed` / `limited` (rate_limit).
+    pub fn decisions(&self) -> Vec<(String, &'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = Vec::new();
+        for (n, (_, c)) in by_name.iter() {
+            let (labels, counts) = match c {
+                Compiled::Cors(c) => (["preflight_allowed", "preflight_refused"], &c.preflights),
+                Compiled::RateLimit(l) => (["allowed", "limited"], &l.decisions),
+            };
+            for (label, count) in labels.into_iter().zip(counts) {
+                v.push((n.clone(), label, count.load(Relaxed)));
+            }
+        }
+        v.sort();
+        v
+    }
+
     /// Rate-limit buckets in use, by policy name.
     pub fn keys_in_use(&self) -> Vec<(String, usize)> {
         let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());

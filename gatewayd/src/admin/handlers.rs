@@ -234,7 +234,7 @@ fn metrics(c: &Control) -> Resp {
             stale: s.state.stale.is_some(),
         })
         .collect();
-    let text = crate::metrics::render_prometheus(&c.metrics, &gauges);
+    let text = crate::metrics::render_prometheus(&c.metrics, &gauges, &c.policies);
     let mut r = Response::new(Full::new(Bytes::from(text)).boxed());
     r.headers_mut().insert(
         header::CONTENT_TYPE,

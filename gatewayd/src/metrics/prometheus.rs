@@ -33,7 +33,11 @@ fn esc(s: &str) -> String {
 }
 
 /// Renders every metric.
-pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
+pub fn render(
+    reg: &Registry,
+    services: &[ServiceGauge],
+    policies: &crate::policy::PolicyRegistry,
+) -> String {
     let mut o = String::with_capacity(4096);
     let pairs = reg.all();
     let _ = writeln!(
@@ -185,6 +189,28 @@ pub fn render(reg: &Registry, services: &[ServiceGauge]) -> String {
         "Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).",
         ClientFault::ALL.map(|k| (k.as_str(), reg.client_faults[k.index()].load(Relaxed))),
     );
+    let _ = writeln!(
+        o,
+        "# HELP meshgate_policy_decisions_total Decisions of route policies, by policy and outcome.\n# TYPE meshgate_policy_decisions_total counter"
+    );
+    for (policy, outcome, n) in policies.decisions() {
+        let _ = writeln!(
+            o,
+            "meshgate_policy_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {n}",
+            esc(&policy)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP meshgate_ratelimit_keys Rate-limit buckets held, by policy.\n# TYPE meshgate_ratelimit_keys gauge"
+    );
+    for (policy, n) in policies.keys_in_use() {
+        let _ = writeln!(
+            o,
+            "meshgate_ratelimit_keys{{policy=\"{}\"}} {n}",
+            esc(&policy)
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP meshgate_config_reloads_total Config reloads by result.\n# TYPE meshgate_config_reloads_total counter"

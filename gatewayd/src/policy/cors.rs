@@ -16,6 +16,8 @@ use crate::config::CorsConfig;
 #[derive(Debug)]
 pub struct Cors {
     cfg: CorsConfig,
+    /// Preflights answered 204, and refused.
+    pub(super) preflights: [std::sync::atomic::AtomicU64; 2],
     methods: HeaderValue,
     allow_headers: Option<HeaderValue>,
     expose: Option<HeaderValue>,
@@ -53,6 +55,7 @@ impl Cors {
             expose: join(&cfg.expose_headers),
             max_age: cfg.max_age.map(|d| HeaderValue::from(d.as_secs())),
             cfg: cfg.clone(),
+            preflights: Default::default(),
         }
     }
 
@@ -75,8 +78,10 @@ impl Cors {
                     && self.allows_method(asked)
                     && asked_headers.is_none_or(|h| self.allows_headers(h));
                 let Some(origin) = allowed.filter(|_| ok) else {
+                    self.preflights[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Verdict::Refused(out);
                 };
+                self.preflights[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.allow_origin(origin, &mut out);
                 out.push((ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone()));
                 let echo = asked_headers

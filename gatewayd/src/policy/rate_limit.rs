@@ -33,6 +33,8 @@ pub struct RateLimit {
     clock: DefaultClock,
     hasher: std::collections::hash_map::RandomState,
     policy_value: HeaderValue,
+    /// Requests let through, and limited.
+    pub(super) decisions: [AtomicU64; 2],
 }
 
 /// Within or over the limit, with the headers every answer carries.
@@ -77,6 +79,7 @@ impl RateLimit {
             clock,
             hasher: std::collections::hash_map::RandomState::new(),
             policy_value,
+            decisions: Default::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl RateLimit {
         let key = self.key_of(client, headers);
         match self.limiter.check_key(&key) {
             Ok(snapshot) => {
+                self.decisions[0].fetch_add(1, Relaxed);
                 let left = snapshot.remaining_burst_capacity();
                 let used = self.quota.burst_size().get().saturating_sub(left);
                 let reset = (self.quota.replenish_interval() * used)
@@ -98,6 +102,7 @@ impl RateLimit {
                 Decision::Allow(self.headers(left, reset))
             }
             Err(not_until) => {
+                self.decisions[1].fetch_add(1, Relaxed);
                 let wait = not_until.wait_time_from(self.clock.now());
                 let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
                 Decision::Deny {

@@ -90,6 +90,14 @@ async fn a_rate_limit_answers_429_with_its_headers_while_another_key_keeps_its_r
     }
     let (status, _) = h2(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
     assert_eq!(status, 429);
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    for line in [
+        "meshgate_policy_decisions_total{policy=\"per-key\",outcome=\"allowed\"} 6",
+        "meshgate_policy_decisions_total{policy=\"per-key\",outcome=\"limited\"} 2",
+        "meshgate_ratelimit_keys{policy=\"per-key\"} 2",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,6 +155,13 @@ async fn cors_preflights_are_answered_at_the_gateway() {
         headers["access-control-allow-origin"],
         "https://app.example.com"
     );
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    for line in [
+        "meshgate_policy_decisions_total{policy=\"web\",outcome=\"preflight_allowed\"} 3",
+        "meshgate_policy_decisions_total{policy=\"web\",outcome=\"preflight_refused\"} 3",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
