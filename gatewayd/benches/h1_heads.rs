@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
             target: &target,
             forwarded_for: None,
             https: false,
+            trusted: false,
             new_request_id: None,
         };
         let defaults = Additions {

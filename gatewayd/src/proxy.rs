@@ -516,7 +516,16 @@ async fn handle_inner(
     } else {
         svc.config.protocol
     };
-    prepare(&mut req, route, conn, proto, upgrade, Policies::of(snap))?;
+    let trusted = snap.config.gateway.trusts(conn.peer.ip());
+    prepare(
+        &mut req,
+        route,
+        conn,
+        proto,
+        upgrade,
+        Policies::of(snap),
+        trusted,
+    )?;
 
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let call = Call {
@@ -699,6 +708,7 @@ pub(crate) fn prepare<B>(
     proto: UpstreamProtocol,
     upgrade: bool,
     policies: Policies,
+    trusted: bool,
 ) -> Result<(), ProxyError> {
     let host = headers::host_value(req.headers(), req.uri());
     let uri = req.uri();
@@ -745,7 +755,9 @@ pub(crate) fn prepare<B>(
     let h = req.headers_mut();
     headers::remove_hop_by_hop(h, upgrade);
     if policies.forwarded_headers {
-        headers::add_forwarded(h, conn.peer.ip(), conn.tls, host.as_ref());
+        headers::add_forwarded(h, conn.peer.ip(), conn.tls, host.as_ref(), trusted);
+    } else if !trusted {
+        headers::remove_forwarded(h);
     }
     match proto {
         UpstreamProtocol::Http1 => {

@@ -83,6 +83,8 @@ pub(super) struct GatewayFile {
     pub request_id: Option<bool>,
     pub forwarded_headers: Option<bool>,
     pub latency_histograms: Option<bool>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -923,3 +923,31 @@ fn the_recommended_resilient_settings_parse() {
     let o = &c.services["api"].outlier;
     assert_eq!((o.consecutive_failures, o.consecutive_5xx), (3, 5));
 }
+
+#[test]
+fn trusted_proxies_are_address_blocks() {
+    let c = parse(&format!(
+        "[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n{MINIMAL}"
+    ));
+    let g = &c.gateway;
+    for (ip, trusted) in [
+        ("10.200.1.2", true),
+        ("11.0.0.1", false),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+        ("2001:db8:1::5", true),
+        ("2001:db9::1", false),
+        ("::ffff:10.1.1.1", true),
+    ] {
+        assert_eq!(g.trusts(ip.parse().unwrap()), trusted, "{ip}");
+    }
+    assert!(!parse(MINIMAL).gateway.trusts("127.0.0.1".parse().unwrap()));
+    let e = errors(&format!(
+        "[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{MINIMAL}"
+    ));
+    assert_eq!(e[0].field, "gateway.trusted_proxies");
+    assert_eq!(
+        Cidr::parse("0.0.0.0/0").map(|c| c.contains("8.8.8.8".parse().unwrap())),
+        Some(true)
+    );
+}

@@ -136,6 +136,64 @@ pub struct GatewayConfig {
     /// Record per-route and per-backend latency histograms. `false`: request counters are still
     /// kept, but latency percentiles (`/v1/stats`, gwctl) stay empty.
     pub latency_histograms: bool,
+    /// Peers whose `X-Forwarded-For` (appended to) and `X-Forwarded-Proto` / `-Host` (kept) are
+    /// believed. Every other peer's are removed: the gateway writes its own.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl GatewayConfig {
+    /// True when `peer` is a trusted proxy.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address (host bits cleared).
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR[/LEN]`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        (len <= max).then(|| Self {
+            addr: mask(addr, len),
+            len,
+        })
+    }
+
+    /// True when `ip` is in the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
+    }
+}
+
+fn mask(ip: std::net::IpAddr, len: u8) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            std::net::IpAddr::V4((u32::from(a) & m).into())
+        }
+        std::net::IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            std::net::IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
 }
 
 /// One `[[listeners]]` entry.

@@ -231,6 +231,21 @@ fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
         request_id: g.request_id.unwrap_or(d::REQUEST_ID),
         forwarded_headers: g.forwarded_headers.unwrap_or(d::FORWARDED_HEADERS),
         latency_histograms: g.latency_histograms.unwrap_or(d::LATENCY_HISTOGRAMS),
+        trusted_proxies: g
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| {
+                let parsed = Cidr::parse(c.get_ref().trim());
+                if parsed.is_none() {
+                    cx.err(
+                        c.span(),
+                        "gateway.trusted_proxies",
+                        format!("'{}' is not an address or ADDR/LEN block", c.get_ref()),
+                    );
+                }
+                parsed
+            })
+            .collect(),
     }
 }
 

@@ -293,7 +293,10 @@ async fn request<S: std::future::Future>(
         &s.fields,
         route,
         info,
-        pol.forwarded_headers,
+        (
+            pol.forwarded_headers,
+            snap.config.gateway.trusts(info.peer.ip()),
+        ),
         new_request_id.as_ref(),
     );
     if let Err(e) = written {

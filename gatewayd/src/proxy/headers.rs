@@ -80,7 +80,11 @@ pub fn add_forwarded(
     peer: std::net::IpAddr,
     https: bool,
     host: Option<&HeaderValue>,
+    trusted: bool,
 ) {
+    if !trusted {
+        remove_forwarded(h);
+    }
     let mut ip_buf = [0u8; 64];
     let ip = format_ip(peer, &mut ip_buf);
     let xff = match h.get(&X_FORWARDED_FOR) {
@@ -96,15 +100,25 @@ pub fn add_forwarded(
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if https { "https" } else { "http" }),
-    );
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        );
+    }
     if let Some(host) = host {
         if !h.contains_key(&X_FORWARDED_HOST) {
             h.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
     }
+}
+
+/// Removes a client's `X-Forwarded-*`: what an untrusted peer says about the client's address,
+/// scheme or host is not believed.
+pub fn remove_forwarded(h: &mut HeaderMap) {
+    h.remove(&X_FORWARDED_FOR);
+    h.remove(&X_FORWARDED_PROTO);
+    h.remove(&X_FORWARDED_HOST);
 }
 
 pub(crate) fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
@@ -181,18 +195,38 @@ mod tests {
     }
 
     #[test]
-    fn appends_forwarded_for() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+    fn appends_forwarded_for_only_from_trusted_proxies() {
+        let client = || {
+            let mut h = HeaderMap::new();
+            h.insert(&X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+            h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+            h
+        };
+        let host = HeaderValue::from_static("a.example");
+        let mut h = client();
         add_forwarded(
             &mut h,
             "127.0.0.1".parse().unwrap(),
             false,
-            Some(&HeaderValue::from_static("a.example")),
+            Some(&host),
+            true,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(
+            h[&X_FORWARDED_PROTO], "https",
+            "a trusted proxy's scheme is kept"
+        );
         assert_eq!(h[&X_FORWARDED_HOST], "a.example");
+        let mut h = client();
+        add_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            false,
+            Some(&host),
+            false,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn forwarding_headers_and_hop_by_hop_hygiene() {
         "Connection-listed header removed: {h}"
     );
     assert!(h.get("keep-alive").is_none());
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // The client is no trusted proxy: what it says about its address is replaced.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example");
     assert_eq!(h["host"], "shop.example");
@@ -109,6 +110,41 @@ async fn forwarding_headers_and_hop_by_hop_hygiene() {
     assert_eq!(r.headers()["x-request-id"], "client-id-1");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["x-request-id"], "client-id-1", "propagated");
+}
+
+/// A trusted proxy's `X-Forwarded-For` is appended to and its scheme kept (the HTTP/2 path's
+/// handling is pinned by `proxy::headers`' unit test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_forwarding_headers_are_kept() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let cfg = format!(
+        "{}[[routes]]\nname = \"r\"\nbackends = [{{ name = \"o\", weight = 1 }}]\n",
+        service("o", &[&o], "round_robin")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}{cfg}",
+        meshgate_e2e::harness::gateway::preamble(2).replace(
+            "[gateway]\n",
+            "[gateway]\ntrusted_proxies = [\"127.0.0.0/8\", \"::1\"]\n"
+        )
+    );
+    std::fs::write(dir.path().join("gatewayd.toml"), body).unwrap();
+    let gw = Gateway::start_in(dir.path()).unwrap();
+    let http = client();
+    let v: Value = http
+        .get(gw.url("/h"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,9 @@ pub struct Additions<'a> {
     pub forwarded_for: Option<std::net::IpAddr>,
     /// The client connection is TLS.
     pub https: bool,
+    /// The peer is a trusted proxy: its `X-Forwarded-For` is appended to and its
+    /// `X-Forwarded-Proto` / `-Host` kept; anyone else's are removed.
+    pub trusted: bool,
     /// A request id the gateway generated (the client's own is forwarded as received).
     pub new_request_id: Option<&'a HeaderValue>,
 }
@@ -99,6 +102,7 @@ pub fn write_upstream_head(
     let authority = head.req.uri().authority().map(|a| a.as_str().as_bytes());
     let mut host = None;
     let mut forwarded_host = false;
+    let mut forwarded_proto = false;
     let mut copy = LineCopier::new(raw);
     for f in fields {
         let value = f.value(raw);
@@ -122,10 +126,15 @@ pub fn write_upstream_head(
             Kind::Te => value.eq_ignore_ascii_case(b"trailers"),
             Kind::Expect => !head.expect_continue,
             Kind::RequestId => add.new_request_id.is_none(),
-            Kind::ForwardedFor | Kind::ForwardedProto => !forwarded,
+            // A client's X-Forwarded-* are believed only from a trusted proxy; ours replace them.
+            Kind::ForwardedFor => add.trusted && !forwarded,
+            Kind::ForwardedProto => {
+                forwarded_proto |= add.trusted;
+                add.trusted
+            }
             Kind::ForwardedHost => {
-                forwarded_host = true;
-                true
+                forwarded_host |= add.trusted;
+                add.trusted
             }
         };
         if keep {
@@ -149,17 +158,21 @@ pub fn write_upstream_head(
     }
     if let Some(ip) = add.forwarded_for {
         out.extend_from_slice(b"x-forwarded-for: ");
-        for f in fields.iter().filter(|f| f.kind == Kind::ForwardedFor) {
+        let theirs = fields.iter().filter(|f| f.kind == Kind::ForwardedFor);
+        for f in theirs.filter(|_| add.trusted) {
             out.extend_from_slice(f.value(raw));
             out.extend_from_slice(b", ");
         }
         let mut ip_buf = [0u8; 64];
         out.extend_from_slice(crate::proxy::headers::format_ip(ip, &mut ip_buf));
-        out.extend_from_slice(if add.https {
-            b"\r\nx-forwarded-proto: https\r\n"
-        } else {
-            b"\r\nx-forwarded-proto: http\r\n"
-        });
+        out.extend_from_slice(b"\r\n");
+        if !forwarded_proto {
+            out.extend_from_slice(if add.https {
+                b"x-forwarded-proto: https\r\n"
+            } else {
+                b"x-forwarded-proto: http\r\n"
+            });
+        }
         if !forwarded_host {
             put_field(out, b"x-forwarded-host", host);
         }
@@ -179,7 +192,7 @@ pub(super) fn upstream_head(
     fields: &[Field],
     route: &RouteRuntime,
     info: &ConnInfo,
-    forwarded_headers: bool,
+    (forwarded_headers, trusted): (bool, bool),
     new_request_id: Option<&HeaderValue>,
 ) -> Result<(), ProxyError> {
     let uri = head.req.uri();
@@ -197,6 +210,7 @@ pub(super) fn upstream_head(
         target: &target,
         forwarded_for: forwarded_headers.then(|| info.peer.ip()),
         https: info.tls,
+        trusted,
         new_request_id,
     };
     write_upstream_head(out, head, fields, &add)

@@ -31,11 +31,16 @@ async fn expect_no_ids_or_forwarding(
             assert!(!h.contains_key(absent), "{path}: {absent} sent: {h:?}");
         }
     }
-    let r = http.get(gw.url(path)).header("x-request-id", "mine");
+    let r = http
+        .get(gw.url(path))
+        .header("x-request-id", "mine")
+        .header("x-forwarded-for", "203.0.113.9");
     let r = r.send().await.unwrap();
     assert!(!r.headers().contains_key("x-request-id"), "{path}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["headers"]["x-request-id"], "mine");
+    // Not added, and a forged one from an untrusted peer is not passed on either.
+    assert!(v["headers"].get("x-forwarded-for").is_none(), "{path}: {v}");
 }
 
 /// Route `name` in `/v1/stats` counted four 2xx requests and recorded no latency.

@@ -155,6 +155,7 @@ fn plain(target: &str) -> Additions<'_> {
         target,
         forwarded_for: None,
         https: false,
+        trusted: false,
         new_request_id: None,
     }
 }
@@ -197,16 +198,30 @@ fn upstream_heads_keep_end_to_end_lines_and_drop_hop_by_hop() {
 #[test]
 fn adds_forwarding_fields_and_a_new_request_id() {
     let id = HeaderValue::from_static("abc");
-    let add = Additions {
+    let mut add = Additions {
         target: "/new",
         forwarded_for: Some("10.1.2.3".parse().unwrap()),
         https: true,
+        trusted: true,
         new_request_id: Some(&id),
     };
-    let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Request-Id: \r\n\r\n";
+    let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Forwarded-Host: front.example\r\nX-Request-Id: \r\n\r\n";
+    // From a trusted proxy: its X-Forwarded-For is appended to, its -Proto and -Host kept.
     assert_eq!(
         upstream(raw, &add),
-        "GET /new HTTP/1.1\r\nhost: h.example\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h.example\r\nx-request-id: abc\r\n\r\n"
+        "GET /new HTTP/1.1\r\nX-Forwarded-Proto: ftp\r\nX-Forwarded-Host: front.example\r\nhost: h.example\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\nx-request-id: abc\r\n\r\n"
+    );
+    // From anyone else they are the gateway's own.
+    add.trusted = false;
+    assert_eq!(
+        upstream(raw, &add),
+        "GET /new HTTP/1.1\r\nhost: h.example\r\nx-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h.example\r\nx-request-id: abc\r\n\r\n"
+    );
+    // With forwarding headers off, an untrusted client's are still removed.
+    add.forwarded_for = None;
+    assert_eq!(
+        upstream(raw, &add),
+        "GET /new HTTP/1.1\r\nhost: h.example\r\nx-request-id: abc\r\n\r\n"
     );
 }
 
@@ -298,6 +313,7 @@ mod props {
                 target: "/p?q=1",
                 forwarded_for: forwarded.then(|| "10.0.0.1".parse().unwrap()),
                 https: false,
+                trusted: false,
                 new_request_id: Some(&id),
             };
             let mut out = Vec::new();
