@@ -485,6 +485,17 @@ async fn handle_inner(
     let mut req = Request::from_parts(parts, body);
     let (ri, bi) = select(snap, &req, start, reached)?;
     let route = &snap.routes[ri];
+    let max_body = route.config.max_body;
+    if let Some(max) = max_body {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+        req = req.map(|b| b.limit(Some(max)));
+    }
     if let Some(chain) = &route.policies {
         match chain.apply(req.method(), conn.peer.ip(), req.headers()) {
             Gate::Pass(h) => reached.policy = h,
@@ -571,6 +582,13 @@ async fn handle_inner(
         // upstream connection's task died of it before sending, as a cancelled connection):
         // neither is the endpoint's doing, and neither may be retried.
         match sent {
+            Err(SendError::Failed(_) | SendError::NotSent(..))
+                if watch.is_some_and(BodyWatch::too_large) =>
+            {
+                Err(SendError::Failed(ProxyError::BodyTooLarge(
+                    max_body.unwrap_or(0),
+                )))
+            }
             Err(SendError::Failed(_) | SendError::NotSent(..))
                 if watch.is_some_and(BodyWatch::failed) =>
             {

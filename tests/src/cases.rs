@@ -14,6 +14,7 @@ mod cases {
     pub mod http1;
 
     pub mod lifecycle;
+    pub mod limits;
     pub mod observability;
     pub mod policies;
     pub mod proxying;

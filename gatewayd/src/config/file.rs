@@ -175,6 +175,7 @@ pub(super) struct RouteFile {
     #[serde(default)]
     pub policies: Vec<Spanned<String>>,
     pub max_in_flight: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<String>>,
     pub on_empty_backend: Option<Spanned<String>>,
     pub sticky: Option<Spanned<KeyFile>>,
     #[serde(default)]

@@ -951,3 +951,18 @@ fn trusted_proxies_are_address_blocks() {
         Some(true)
     );
 }
+
+#[test]
+fn max_body_takes_sizes() {
+    for (v, n) in [
+        ("\"1000\"", 1000),
+        ("\"64KiB\"", 65_536),
+        ("\"10MiB\"", 10 << 20),
+        ("\"2MB\"", 2_000_000),
+    ] {
+        let src = MINIMAL.replace("[[routes]]\n", &format!("[[routes]]\nmax_body = {v}\n"));
+        assert_eq!(parse(&src).routes[0].max_body, Some(n), "{v}");
+    }
+    let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\nmax_body = \"ten megs\"\n");
+    assert_eq!(errors(&bad)[0].field, "routes.web.max_body");
+}

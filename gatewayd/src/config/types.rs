@@ -490,6 +490,10 @@ pub struct RouteConfig {
     /// Requests of this route outstanding at most (until their response head), across every
     /// worker; beyond, a fast 503 with `Retry-After` (None: no limit).
     pub max_in_flight: Option<u32>,
+    /// Largest request body in bytes (None: no limit): a declared larger length gets 413 before
+    /// anything is read; a chunked or HTTP/2 body gets 413 (or a closed connection, if the
+    /// upstream already answered) at the limit.
+    pub max_body: Option<u64>,
     /// Behaviour when a chosen backend has no endpoint.
     pub on_empty_backend: OnEmptyBackend,
     /// Sticky key: one client stays on one backend while weights allow it.

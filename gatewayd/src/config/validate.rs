@@ -850,6 +850,20 @@ fn route(
         .max_in_flight
         .as_ref()
         .and_then(|v| cx.int(v, &format!("{p}.max_in_flight"), 1, 10_000_000));
+    let max_body = f.max_body.as_ref().and_then(|v| {
+        let n = byte_size(v.get_ref());
+        if n.is_none() {
+            cx.err(
+                v.span(),
+                format!("{p}.max_body"),
+                format!(
+                    "'{}' is not a size like \"10MiB\", \"512KiB\" or \"1000\"",
+                    v.get_ref()
+                ),
+            );
+        }
+        n
+    });
     let mut policies = Vec::new();
     for name in &f.policies {
         let n = name.get_ref();
@@ -884,11 +898,31 @@ fn route(
         retry,
         policies,
         max_in_flight,
+        max_body,
         on_empty_backend,
         sticky,
         backends,
         cohorts,
     })
+}
+
+/// `"1000"`, `"64KiB"`, `"10MiB"`, `"1GiB"` (also `KB`/`MB`/`GB`, powers of 1000).
+fn byte_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 fn retry_policy(cx: &mut Ctx<'_>, f: &file::RouteFile, p: &str) -> RetryPolicy {

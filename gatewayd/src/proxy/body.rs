@@ -124,7 +124,13 @@ pub struct RequestBody<B = Incoming> {
     inner: Option<B>,
     /// None for a body that was empty from the start (nothing to watch, no allocation).
     watch: Option<Arc<BodyWatch>>,
+    /// The route's `max_body`, and the data bytes seen so far.
+    limit: Option<u64>,
+    seen: u64,
 }
+
+/// A failed request body's error (what the upstream connection's task sees).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a watched request body last did.
 #[derive(Debug, Default)]
@@ -133,12 +139,18 @@ pub struct BodyWatch(AtomicU8);
 const IDLE: u8 = 0;
 const WAITING: u8 = 1;
 const FAILED: u8 = 2;
+const TOO_LARGE: u8 = 3;
 
 impl BodyWatch {
     /// The client broke its body: reset the stream or the connection, or sent more or less than
     /// it declared. A failed exchange is then the client's doing, not the endpoint's.
     pub fn failed(&self) -> bool {
         self.0.load(Relaxed) == FAILED
+    }
+
+    /// The body passed the route's `max_body` and was cut off there.
+    pub fn too_large(&self) -> bool {
+        self.0.load(Relaxed) == TOO_LARGE
     }
 
     /// The upstream side is waiting for body bytes the client has not sent: a timeout now is
@@ -156,9 +168,18 @@ impl<B: Body> RequestBody<B> {
             Self {
                 inner: Some(inner),
                 watch: watch.clone(),
+                limit: None,
+                seen: 0,
             },
             watch,
         )
+    }
+
+    /// Cuts the body off with an error past `limit` bytes of data (the watch says
+    /// [`BodyWatch::too_large`]).
+    pub fn limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// An empty body.
@@ -166,23 +187,40 @@ impl<B: Body> RequestBody<B> {
         Self {
             inner: None,
             watch: None,
+            limit: None,
+            seen: 0,
         }
     }
 }
 
-impl<B: Body + Unpin> Body for RequestBody<B> {
+impl<B> Body for RequestBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BodyError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, BodyError>>> {
+        use bytes::Buf as _;
         let this = self.get_mut();
         let Some(inner) = &mut this.inner else {
             return Poll::Ready(None);
         };
-        let r = Pin::new(inner).poll_frame(cx);
+        let r = Pin::new(inner).poll_frame(cx).map_err(Into::into);
+        if let (Some(limit), Poll::Ready(Some(Ok(frame)))) = (this.limit, &r) {
+            this.seen += frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            if this.seen > limit {
+                if let Some(w) = &this.watch {
+                    w.0.store(TOO_LARGE, Relaxed);
+                }
+                this.inner = None;
+                return Poll::Ready(Some(Err("request body over the route's max_body".into())));
+            }
+        }
         if let Some(w) = &this.watch {
             let state = match &r {
                 Poll::Pending => WAITING,

@@ -30,6 +30,8 @@ pub enum ClientFault {
     AbortedUpload,
     /// The client did not send its request body in time (408).
     StalledUpload,
+    /// A request body over the route's `max_body` (413).
+    TooLarge,
     /// The client went away (reset the stream or the connection) before the answer came.
     Cancelled,
     /// The client went away, or stopped reading, while the response was being relayed.
@@ -53,10 +55,11 @@ pub enum EndpointFault {
 
 impl ClientFault {
     /// Every kind, in the order of [`ClientFault::index`].
-    pub const ALL: [ClientFault; 6] = [
+    pub const ALL: [ClientFault; 7] = [
         Self::Malformed,
         Self::AbortedUpload,
         Self::StalledUpload,
+        Self::TooLarge,
         Self::Cancelled,
         Self::AbortedResponse,
         Self::Protocol,
@@ -68,6 +71,7 @@ impl ClientFault {
             Self::Malformed => "malformed_request",
             Self::AbortedUpload => "aborted_upload",
             Self::StalledUpload => "stalled_upload",
+            Self::TooLarge => "body_too_large",
             Self::Cancelled => "cancelled",
             Self::AbortedResponse => "aborted_response",
             Self::Protocol => "protocol_error",
@@ -134,6 +138,12 @@ pub enum ProxyError {
     /// The request head is larger than the gateway accepts.
     #[error("request head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// The request target is longer than the gateway accepts.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The request body is larger than the route's `max_body`.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// The request uses a transfer coding the gateway does not forward.
     #[error("transfer coding not implemented: {0}")]
     NotImplemented(&'static str),
@@ -161,9 +171,11 @@ impl ProxyError {
     /// Whose fault it is: the one classification passive health, retries and metrics use.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::BadRequest(_) | Self::HeadTooLarge(_) | Self::NotImplemented(_) => {
-                Fault::Client(ClientFault::Malformed)
-            }
+            Self::BadRequest(_)
+            | Self::HeadTooLarge(_)
+            | Self::UriTooLong(_)
+            | Self::NotImplemented(_) => Fault::Client(ClientFault::Malformed),
+            Self::BodyTooLarge(_) => Fault::Client(ClientFault::TooLarge),
             Self::ClientClosed(_) => Fault::Client(ClientFault::AbortedUpload),
             Self::ClientTimeout(_) => Fault::Client(ClientFault::StalledUpload),
             Self::NoRoute { .. }
@@ -192,6 +204,8 @@ impl ProxyError {
             Self::UpstreamBroken { .. } => "upstream_failed",
             Self::BadRequest(_) => "bad_request",
             Self::HeadTooLarge(_) => "head_too_large",
+            Self::UriTooLong(_) => "uri_too_long",
+            Self::BodyTooLarge(_) => "body_too_large",
             Self::NotImplemented(_) => "not_implemented",
             Self::ClientClosed(_) => "client_closed",
             Self::ClientTimeout(_) => "request_timeout",
@@ -209,6 +223,8 @@ impl ProxyError {
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) | Self::ClientClosed(_) => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Refused { status, .. } => *status,
@@ -354,6 +370,14 @@ mod tests {
             (
                 ProxyError::NotImplemented("x"),
                 Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::UriTooLong(1),
+                Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::BodyTooLarge(1),
+                Fault::Client(ClientFault::TooLarge),
             ),
             (
                 ProxyError::ClientClosed("x"),

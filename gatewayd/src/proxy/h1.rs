@@ -286,6 +286,22 @@ async fn request<S: std::future::Future>(
             }
         }
     }
+    if let (Some(max), Framing::Length(n)) = (route.config.max_body, head.framing) {
+        if n > max {
+            // Refused before one byte of it is read; the unread body ends the connection.
+            let e = ProxyError::BodyTooLarge(max);
+            fail(&e, &reached, log.take());
+            return error_reply(
+                io,
+                &e,
+                request_id.as_ref(),
+                Reply::Close,
+                head_request,
+                &extra,
+            )
+            .await;
+        }
+    }
     backend.metrics.shard(w.id).start();
     let written = forward::upstream_head(
         &mut s.up,
@@ -315,7 +331,9 @@ async fn request<S: std::future::Future>(
     let out = Outgoing {
         head: &s.up,
         framing: head.framing,
-        buffered: whole_body(buf, head.framing),
+        // A chunked body under a size limit is streamed, where its data is counted.
+        buffered: whole_body(buf, head.framing)
+            .filter(|_| head.framing != Framing::Chunked || route.config.max_body.is_none()),
         down: Downstream {
             io: &mut *io,
             buf: &mut *buf,
@@ -325,6 +343,7 @@ async fn request<S: std::future::Future>(
         connect_timeout: svc.config.connect_timeout,
         now: start,
         idempotent: head.req.method().is_idempotent() || route.config.retry.non_idempotent,
+        max_body: route.config.max_body,
     };
     // A protocol switch takes its upstream connection for good: never from or to the pool.
     let pool = (!upgrade).then(|| w.upstreams.raw());

@@ -30,6 +30,7 @@ fn route(name: &str) -> RouteConfig {
         retry: RetryPolicy::default(),
         policies: Vec::new(),
         max_in_flight: None,
+        max_body: None,
         on_empty_backend: OnEmptyBackend::Failover,
         sticky: None,
         backends: vec![BackendConfig {

@@ -17,6 +17,8 @@ use super::super::error::ProxyError;
 pub const MAX_HEADERS: usize = 100;
 /// Largest head accepted, request or response.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Longest request target accepted (longer: 414), as nginx's default large header buffer.
+pub const MAX_TARGET: usize = 8 * 1024;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +228,9 @@ pub fn parse_request(
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| ProxyError::BadRequest("invalid method"))?;
     let target = at(parsed.path.unwrap_or("").as_bytes());
+    if target.1 as usize > MAX_TARGET {
+        return Err(ProxyError::UriTooLong(MAX_TARGET));
+    }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {

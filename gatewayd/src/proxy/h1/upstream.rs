@@ -149,6 +149,9 @@ pub struct Outgoing<'a> {
     /// The method is idempotent (RFC 9110 §9.2.2), or the route lets any method be retried:
     /// it may be sent again.
     pub idempotent: bool,
+    /// The route's `max_body` (checked here for chunked bodies; a declared length was checked
+    /// before).
+    pub max_body: Option<u64>,
 }
 
 /// A response head received from the upstream, with the connection it came on.
@@ -282,14 +285,19 @@ async fn send_streamed(up: &mut TcpStream, out: &mut Outgoing<'_>) -> Result<(),
         _ => u64::MAX,
     };
     let mut head = Some(out.head);
+    let mut data = 0u64;
     loop {
         let avail = down.buf.len();
         let take = match out.framing {
             Framing::Chunked => chunked
-                .feed(&down.buf[..], |_| {})
+                .feed(&down.buf[..], |r| data += r.len() as u64)
                 .map_err(|e| ProxyError::ClientClosed(e.0))?,
             _ => usize::try_from(left).unwrap_or(usize::MAX).min(avail),
         };
+        if let Some(max) = out.max_body.filter(|&m| data > m) {
+            // Not one byte past the limit goes upstream; the exchange is abandoned.
+            return Err(ProxyError::BodyTooLarge(max));
+        }
         let parts = [
             IoSlice::new(head.take().unwrap_or(&[])),
             IoSlice::new(&down.buf[..take]),
