@@ -32,6 +32,8 @@ pub enum ClientFault {
     StalledUpload,
     /// A request body over the route's `max_body` (413).
     TooLarge,
+    /// A request head trickled in too slowly (408).
+    StalledHead,
     /// The client went away (reset the stream or the connection) before the answer came.
     Cancelled,
     /// The client went away, or stopped reading, while the response was being relayed.
@@ -55,11 +57,12 @@ pub enum EndpointFault {
 
 impl ClientFault {
     /// Every kind, in the order of [`ClientFault::index`].
-    pub const ALL: [ClientFault; 7] = [
+    pub const ALL: [ClientFault; 8] = [
         Self::Malformed,
         Self::AbortedUpload,
         Self::StalledUpload,
         Self::TooLarge,
+        Self::StalledHead,
         Self::Cancelled,
         Self::AbortedResponse,
         Self::Protocol,
@@ -72,6 +75,7 @@ impl ClientFault {
             Self::AbortedUpload => "aborted_upload",
             Self::StalledUpload => "stalled_upload",
             Self::TooLarge => "body_too_large",
+            Self::StalledHead => "stalled_head",
             Self::Cancelled => "cancelled",
             Self::AbortedResponse => "aborted_response",
             Self::Protocol => "protocol_error",
@@ -138,6 +142,9 @@ pub enum ProxyError {
     /// The request head is larger than the gateway accepts.
     #[error("request head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// The client did not finish its request head in time (slowloris).
+    #[error("request head not received within {0:?}")]
+    HeadTimeout(Duration),
     /// The request target is longer than the gateway accepts.
     #[error("request target longer than {0} bytes")]
     UriTooLong(usize),
@@ -176,6 +183,7 @@ impl ProxyError {
             | Self::UriTooLong(_)
             | Self::NotImplemented(_) => Fault::Client(ClientFault::Malformed),
             Self::BodyTooLarge(_) => Fault::Client(ClientFault::TooLarge),
+            Self::HeadTimeout(_) => Fault::Client(ClientFault::StalledHead),
             Self::ClientClosed(_) => Fault::Client(ClientFault::AbortedUpload),
             Self::ClientTimeout(_) => Fault::Client(ClientFault::StalledUpload),
             Self::NoRoute { .. }
@@ -205,6 +213,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::HeadTooLarge(_) => "head_too_large",
             Self::UriTooLong(_) => "uri_too_long",
+            Self::HeadTimeout(_) => "request_timeout",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::NotImplemented(_) => "not_implemented",
             Self::ClientClosed(_) => "client_closed",
@@ -224,6 +233,7 @@ impl ProxyError {
             Self::BadRequest(_) | Self::ClientClosed(_) => StatusCode::BAD_REQUEST,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -374,6 +384,10 @@ mod tests {
             (
                 ProxyError::UriTooLong(1),
                 Fault::Client(ClientFault::Malformed),
+            ),
+            (
+                ProxyError::HeadTimeout(Duration::from_secs(1)),
+                Fault::Client(ClientFault::StalledHead),
             ),
             (
                 ProxyError::BodyTooLarge(1),

@@ -44,9 +44,11 @@ use crate::policy::{Gate, ResponseHeaders};
 /// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
 /// more (it grows for larger heads and for bodies).
 const HEAD_BUF: usize = 4 * 1024;
-/// How long a client may take to send a request head, and how long an idle keep-alive
-/// connection is kept.
+/// How long an idle keep-alive connection is kept (and a new one waits for its first byte).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send the rest of a request head once its first byte came: a
+/// client trickling its head (slowloris) is cut off with a 408.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the connection does after a request.
 pub(crate) enum Next {

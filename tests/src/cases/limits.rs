@@ -95,3 +95,56 @@ async fn h2_post(gw: &Gateway, length: Option<u64>, n: usize) -> u16 {
     conn.abort();
     status
 }
+
+/// A client trickling its request head (slowloris) is cut off with a 408 after the header
+/// timeout (10 s), long before the keep-alive timeout (30 s), while other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_head_is_cut_off() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let started = tokio::time::Instant::now();
+        // One byte every 2 s: each keeps the connection busy, none finishes the head.
+        while started.elapsed() < std::time::Duration::from_secs(28) {
+            tokio::select! {
+                r = slow.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                },
+                () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                    if slow.write_all(b"X").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let others = async {
+        let http = super::support::client();
+        for _ in 0..5 {
+            let r = http.get(gw.url("/")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let (got, ()) = tokio::join!(trickle, others);
+    assert!(
+        got.starts_with("HTTP/1.1 408"),
+        "cut off with a 408: {got:?}"
+    );
+    assert!(got.contains("request_timeout"));
+    let m = gw
+        .admin_get_text(&super::support::client(), "/metrics")
+        .await;
+    assert!(
+        m.contains("meshgate_client_errors_total{kind=\"stalled_head\"} 1"),
+        "{m}"
+    );
+}

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use super::chunked::Chunked;
 use super::head::{self, Field, Framing, RequestHead};
 use super::timers::Timers;
-use super::{HEAD_BUF, HEAD_TIMEOUT};
+use super::{HEADER_TIMEOUT, HEAD_BUF, HEAD_TIMEOUT};
 use crate::proxy::error::ProxyError;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -29,7 +29,8 @@ pub(super) async fn read_request<S: std::future::Future>(
     t: &mut Timers<'_, S>,
     first: bool,
 ) -> Read {
-    let deadline = t.last + HEAD_TIMEOUT;
+    let mut deadline = t.last + HEAD_TIMEOUT;
+    let mut head_started = false;
     loop {
         if first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
             if buf.len() >= PREFACE.len() {
@@ -47,10 +48,21 @@ pub(super) async fn read_request<S: std::future::Future>(
         }
         // Between requests a stopping worker closes the connection; mid-head it waits.
         let idle = buf.is_empty();
+        if !idle && !head_started {
+            // A head that takes more than one read: from now on it has HEADER_TIMEOUT to end
+            // (a clock read only for such heads).
+            head_started = true;
+            deadline = deadline.min(tokio::time::Instant::now() + HEADER_TIMEOUT);
+        }
         let r = tokio::select! {
             biased;
             r = io.read_buf(buf) => r,
-            () = t.idle.until(deadline) => return Read::Closed,
+            () = t.idle.until(deadline) => {
+                return match idle {
+                    true => Read::Closed,
+                    false => Read::Bad(ProxyError::HeadTimeout(HEADER_TIMEOUT)),
+                };
+            }
             _ = t.stop.as_mut(), if idle => return Read::Closed,
         };
         match r {
