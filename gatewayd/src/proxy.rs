@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod h1;
 mod headers;
+pub mod proxy_protocol;
 mod retry;
 mod server;
 
