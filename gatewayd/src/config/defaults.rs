@@ -44,3 +44,6 @@ pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
 pub const OUTLIER_MAX_EJECTED_PERCENT: u8 = 100;
 /// Log filter.
 pub const LOG_LEVEL: &str = "info";
+
+/// A TLS handshake not finished within this is dropped (`listeners.tls.handshake_timeout`).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -92,6 +92,35 @@ pub(super) struct GatewayFile {
 pub(super) struct ListenerFile {
     pub address: Spanned<String>,
     pub name: Option<Spanned<String>>,
+    pub tls: Option<Spanned<ListenerTlsFile>>,
+    pub redirect_https: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerTlsFile {
+    pub certificates: Spanned<Vec<Spanned<CertKeyFile>>>,
+    pub default_certificate: Option<Spanned<String>>,
+    pub strict_sni: Option<bool>,
+    pub min_version: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertKeyFile {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamTlsFile {
+    pub ca_file: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +156,7 @@ pub(super) struct ServiceFile {
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
     pub max_in_flight_per_endpoint: Option<Spanned<i64>>,
     pub outlier: Option<OutlierFile>,
+    pub tls: Option<Spanned<UpstreamTlsFile>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,8 @@ fn docs_example_parses_with_every_value() {
         vec![ListenerConfig {
             name: "public".into(),
             addr: addr("127.0.0.1:8080"),
+            tls: None,
+            redirect_https: false,
         }]
     );
     assert_eq!(c.admin.addr, addr("127.0.0.1:9901"));
@@ -190,6 +192,8 @@ fn defaults_are_applied_to_a_minimal_file() {
         vec![ListenerConfig {
             name: "listener-0".into(),
             addr: addr(LISTENER),
+            tls: None,
+            redirect_https: false,
         }]
     );
     assert_eq!(c.admin.addr, addr(ADMIN));
@@ -965,4 +969,66 @@ fn max_body_takes_sizes() {
     }
     let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\nmax_body = \"ten megs\"\n");
     assert_eq!(errors(&bad)[0].field, "routes.web.max_body");
+}
+
+#[test]
+fn tls_listener_defaults_and_paths() {
+    let src = r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+[listeners.tls]
+certificates = [{ cert = "certs/api.pem", key = "certs/api.key" }, { cert = "certs/wild.pem", key = "certs/wild.key" }]
+default_certificate = "certs/wild.pem"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+redirect_https = true
+
+[services.blue]
+endpoints = ["127.0.0.1:9001"]
+tls = { ca_file = "ca.pem", server_name = "blue.internal", client_cert = "c.pem", client_key = "c.key" }
+
+[[routes]]
+name = "api"
+backends = [{ name = "blue", weight = 1 }]
+"#;
+    let c = from_str(src, "t.toml").unwrap();
+    let t = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(t.certificates.len(), 2);
+    assert_eq!(t.certificates[1].key, PathBuf::from("certs/wild.key"));
+    assert_eq!(t.default_certificate, 1);
+    assert!(!t.strict_sni);
+    assert_eq!(t.min_version, TlsVersion::Tls12);
+    assert_eq!(t.handshake_timeout, TLS_HANDSHAKE_TIMEOUT);
+    assert!(c.listeners[1].redirect_https && c.listeners[1].tls.is_none());
+    let u = c.services["blue"].tls.as_ref().unwrap();
+    assert_eq!(u.server_name.as_deref(), Some("blue.internal"));
+    assert_eq!(u.ca_file, Some(PathBuf::from("ca.pem")));
+    assert!(!u.insecure_skip_verify);
+}
+
+#[test]
+fn tls_min_version_13_and_no_upstream_tls_by_default() {
+    let src = r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+[listeners.tls]
+certificates = [{ cert = "a.pem", key = "a.key" }]
+min_version = "1.3"
+strict_sni = true
+handshake_timeout = "3s"
+
+[services.blue]
+endpoints = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "api"
+backends = [{ name = "blue", weight = 1 }]
+"#;
+    let c = from_str(src, "t.toml").unwrap();
+    let t = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(t.min_version, TlsVersion::Tls13);
+    assert!(t.strict_sni);
+    assert_eq!(t.handshake_timeout, std::time::Duration::from_secs(3));
+    assert!(c.services["blue"].tls.is_none());
 }

@@ -203,6 +203,61 @@ pub struct ListenerConfig {
     pub name: String,
     /// Bind address (port 0 picks an ephemeral port, reported in the startup log).
     pub addr: SocketAddr,
+    /// TLS termination (`[listeners.tls]`); `None`: cleartext.
+    pub tls: Option<ListenerTls>,
+    /// Cleartext listener that answers every request with `308` to the same host and path on
+    /// `https://` instead of proxying (never set together with `tls`).
+    pub redirect_https: bool,
+}
+
+/// Oldest TLS version a listener accepts (nothing older than 1.2 is ever offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// A certificate chain (leaf first) and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertKeyPair {
+    /// PEM certificate chain, leaf first (resolved against the config file's directory).
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf.
+    pub key: PathBuf,
+}
+
+/// `[listeners.tls]`: TLS termination with SNI-selected certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificates served; the names each serves come from its SANs. Never empty.
+    pub certificates: Vec<CertKeyPair>,
+    /// Index in `certificates` of the one served to clients with no SNI or an unknown name.
+    pub default_certificate: usize,
+    /// Refuse handshakes whose SNI matches no certificate (and those without SNI).
+    pub strict_sni: bool,
+    /// Oldest protocol version accepted.
+    pub min_version: TlsVersion,
+    /// A handshake not finished within this is dropped.
+    pub handshake_timeout: Duration,
+}
+
+/// A service's `tls = {…}`: its endpoints speak TLS (presence of the table means TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA certificate(s) the endpoints' certificates are verified against. `None`: the
+    /// Mozilla roots bundled in the binary (webpki-roots).
+    pub ca_file: Option<PathBuf>,
+    /// Name verified in the endpoints' certificates and sent as SNI. `None`: the endpoint's IP
+    /// address is verified (an IP SAN) and no SNI is sent.
+    pub server_name: Option<String>,
+    /// Client certificate chain (PEM) presented to endpoints that ask for one (mTLS).
+    pub client_cert: Option<PathBuf>,
+    /// Private key of `client_cert` (PEM); given together with it.
+    pub client_key: Option<PathBuf>,
+    /// Accept any endpoint certificate. For tests only: it removes all protection TLS gives.
+    pub insecure_skip_verify: bool,
 }
 
 /// `[admin]`.
@@ -363,6 +418,8 @@ pub struct ServiceConfig {
     pub max_in_flight_per_endpoint: Option<u32>,
     /// Outlier ejection.
     pub outlier: OutlierConfig,
+    /// TLS to the endpoints; `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// How a route's path is matched.

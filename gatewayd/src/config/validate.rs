@@ -277,11 +277,32 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             .as_ref()
             .map_or_else(|| format!("listener-{i}"), |n| n.get_ref().clone());
         let field = format!("listeners[{i}].address");
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| listener_tls(cx, &format!("listeners[{i}].tls"), t));
+        let redirect_https = match &l.redirect_https {
+            Some(r) if *r.get_ref() && l.tls.is_some() => {
+                cx.err(
+                    r.span(),
+                    format!("listeners[{i}].redirect_https"),
+                    "redirects cleartext to https: a listener with [listeners.tls] already is https",
+                );
+                false
+            }
+            Some(r) => *r.get_ref(),
+            None => false,
+        };
         if let Some(addr) = socket_addr(cx, &l.address, &field) {
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
                 cx.err(l.address.span(), field, format!("{addr} is listed twice"));
             }
-            out.push(ListenerConfig { name, addr });
+            out.push(ListenerConfig {
+                name,
+                addr,
+                tls,
+                redirect_https,
+            });
         }
     }
     if ls.is_empty() {
@@ -289,10 +310,150 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             out.push(ListenerConfig {
                 name: "listener-0".into(),
                 addr,
+                tls: None,
+                redirect_https: false,
             });
         }
     }
     out
+}
+
+/// `[listeners.tls]`. Only the shape is checked here: the files are read when the listener
+/// starts (and by `gatewayd check`), so a certificate renewed on disk needs no config change.
+fn listener_tls(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    t: &Spanned<file::ListenerTlsFile>,
+) -> Option<ListenerTls> {
+    let before = cx.errors.len();
+    let f = t.get_ref();
+    let mut certificates = Vec::new();
+    if f.certificates.get_ref().is_empty() {
+        cx.err(
+            f.certificates.span(),
+            format!("{p}.certificates"),
+            "a TLS listener needs at least one { cert = \"…\", key = \"…\" }",
+        );
+    }
+    for (i, c) in f.certificates.get_ref().iter().enumerate() {
+        let c = c.get_ref();
+        for (v, name) in [(&c.cert, "cert"), (&c.key, "key")] {
+            if v.get_ref().trim().is_empty() {
+                cx.err(
+                    v.span(),
+                    format!("{p}.certificates[{i}].{name}"),
+                    "must name a PEM file",
+                );
+            }
+        }
+        let pair = CertKeyPair {
+            cert: cx.path(c.cert.get_ref()),
+            key: cx.path(c.key.get_ref()),
+        };
+        if certificates.contains(&pair) {
+            cx.err(
+                c.cert.span(),
+                format!("{p}.certificates[{i}]"),
+                format!("'{}' is listed twice", c.cert.get_ref()),
+            );
+        }
+        certificates.push(pair);
+    }
+    let default_certificate = match &f.default_certificate {
+        Some(v) => {
+            let want = cx.path(v.get_ref());
+            match certificates.iter().position(|c| c.cert == want) {
+                Some(i) => i,
+                None => {
+                    let known: Vec<_> = f
+                        .certificates
+                        .get_ref()
+                        .iter()
+                        .map(|c| format!("'{}'", c.get_ref().cert.get_ref()))
+                        .collect();
+                    cx.err(
+                        v.span(),
+                        format!("{p}.default_certificate"),
+                        format!(
+                            "'{}' is not one of this listener's certificates ({})",
+                            v.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                    0
+                }
+            }
+        }
+        None => 0,
+    };
+    let min_version = cx.choice(
+        &f.min_version,
+        &format!("{p}.min_version"),
+        &[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)],
+        TlsVersion::Tls12,
+    );
+    let handshake_timeout = cx.duration(
+        &f.handshake_timeout,
+        &format!("{p}.handshake_timeout"),
+        d::TLS_HANDSHAKE_TIMEOUT,
+    );
+    (cx.errors.len() == before).then_some(ListenerTls {
+        certificates,
+        default_certificate,
+        strict_sni: f.strict_sni.unwrap_or(false),
+        min_version,
+        handshake_timeout,
+    })
+}
+
+/// A service's `tls = {…}`.
+fn upstream_tls(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    t: &Spanned<file::UpstreamTlsFile>,
+) -> Option<UpstreamTls> {
+    let before = cx.errors.len();
+    let f = t.get_ref();
+    match (&f.client_cert, &f.client_key) {
+        (Some(c), None) => cx.err(
+            c.span(),
+            format!("{p}.client_key"),
+            "client_cert needs client_key (the certificate's private key)",
+        ),
+        (None, Some(k)) => cx.err(
+            k.span(),
+            format!("{p}.client_cert"),
+            "client_key needs client_cert (the certificate it belongs to)",
+        ),
+        _ => {}
+    }
+    let insecure = f
+        .insecure_skip_verify
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    if let (true, Some(ca)) = (insecure, &f.ca_file) {
+        cx.err(
+            ca.span(),
+            format!("{p}.ca_file"),
+            "give ca_file or insecure_skip_verify = true, not both (nothing is verified)",
+        );
+    }
+    if let Some(n) = &f.server_name {
+        if rustls::pki_types::ServerName::try_from(n.get_ref().as_str()).is_err() {
+            cx.err(
+                n.span(),
+                format!("{p}.server_name"),
+                format!("'{}' is not a DNS name or IP address", n.get_ref()),
+            );
+        }
+    }
+    (cx.errors.len() == before).then(|| UpstreamTls {
+        ca_file: f.ca_file.as_ref().map(|v| cx.path(v.get_ref())),
+        server_name: f.server_name.as_ref().map(|v| v.get_ref().clone()),
+        client_cert: f.client_cert.as_ref().map(|v| cx.path(v.get_ref())),
+        client_key: f.client_key.as_ref().map(|v| cx.path(v.get_ref())),
+        insecure_skip_verify: insecure,
+    })
 }
 
 fn admin(cx: &mut Ctx<'_>, a: &file::AdminFile) -> AdminConfig {
@@ -465,6 +626,17 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
         None => d::MAX_IDLE_PER_ENDPOINT,
     };
     let outlier = outlier(cx, name, s.outlier.as_ref());
+    let tls = s
+        .tls
+        .as_ref()
+        .and_then(|t| upstream_tls(cx, &format!("services.{name}.tls"), t));
+    if let (Some(t), UpstreamProtocol::H2c) = (&s.tls, protocol) {
+        cx.err(
+            t.span(),
+            format!("services.{name}.protocol"),
+            "'h2c' is HTTP/2 in cleartext: it cannot be used with tls = {…}",
+        );
+    }
     ServiceConfig {
         name: name.to_string(),
         endpoints,
@@ -491,6 +663,7 @@ fn service(cx: &mut Ctx<'_>, name: &str, svc: &Spanned<file::ServiceFile>) -> Se
             )
         }),
         outlier,
+        tls,
     }
 }
 
