@@ -32,4 +32,5 @@ pub mod route;
 pub mod snapshot;
 pub mod split;
 pub mod telemetry;
+pub mod tls;
 pub mod weights;

@@ -92,6 +92,20 @@ fn main() -> ExitCode {
         }
     };
     if matches!(args.command, Some(Command::Check)) {
+        // Certificates, keys and CA files are read too: a config that names a broken one would
+        // not start.
+        let problems = gatewayd::tls::check_config(&config);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            eprintln!(
+                "gatewayd: {} has {} problem(s) in its TLS files; nothing started",
+                path.display(),
+                problems.len()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
         println!(
             "{}: ok ({} routes, {} services)",
             path.display(),
