@@ -16,7 +16,7 @@ use crate::config::{self, Config};
 use crate::events::Events;
 use crate::metrics::Registry;
 use crate::policy::PolicyRegistry;
-use crate::proxy::{bind_listener, run_worker, Upstreams, Worker, WorkerSet};
+use crate::proxy::{bind_listener, run_worker, ListenerMode, Upstreams, Worker, WorkerSet};
 use crate::snapshot::{EndpointStatsRegistry, Inputs, Snapshot, SnapshotHandle};
 use crate::weights::{rfc3339, WeightStore, WeightsError};
 
@@ -45,6 +45,14 @@ pub enum StartError {
     /// A worker thread could not start.
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
+    /// A TLS listener's certificate or key could not be used (names the file).
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What is wrong, naming the file.
+        source: crate::tls::TlsError,
+    },
 }
 
 /// The control plane's state, behind one lock (never taken on the request path).
@@ -74,6 +82,8 @@ pub struct Control {
     pub draining: AtomicBool,
     /// The Consul link, when `[consul]` is configured.
     pub consul: std::sync::OnceLock<Arc<crate::consul::ConsulLink>>,
+    /// Certificates of the TLS listeners (set once at start; listeners need a restart).
+    pub tls: std::sync::OnceLock<Vec<Arc<crate::tls::ListenerCerts>>>,
     endpoint_stats: EndpointStatsRegistry,
     /// Compiled policies and their state (rate-limit buckets), kept across reloads.
     pub policies: PolicyRegistry,
@@ -124,6 +134,7 @@ impl Control {
             token,
             draining: AtomicBool::new(false),
             consul: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             endpoint_stats,
             policies,
             generation: AtomicU64::new(1),
@@ -223,6 +234,50 @@ impl Control {
         };
         st.last_reload = status.clone();
         status
+    }
+
+    /// Re-reads every TLS listener's certificates (SIGHUP, `POST /v1/reload`); a refused set
+    /// leaves the previous one serving. Returns the refusals (each names its file).
+    pub fn reload_tls(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for l in self.tls.get().map_or(&[][..], Vec::as_slice) {
+            let r = l.reload();
+            self.tls_reloaded(l, &r);
+            if let Err(e) = r {
+                errors.push(format!("listener {}: {e}", l.listener));
+            }
+        }
+        errors
+    }
+
+    /// Records a certificate reload's outcome (metrics, events).
+    pub fn tls_reloaded(&self, l: &crate::tls::ListenerCerts, r: &Result<(), String>) {
+        match r {
+            Ok(()) => self.events.emit(
+                "certificates_reloaded",
+                None,
+                None,
+                format!("listener {}: certificates reloaded", l.listener),
+            ),
+            Err(e) => {
+                self.events.emit(
+                    "certificates_rejected",
+                    None,
+                    None,
+                    format!("listener {}: {e}", l.listener),
+                );
+            }
+        }
+    }
+
+    /// Certificate state of every TLS listener.
+    pub fn tls_status(&self) -> Vec<crate::tls::TlsListenerStatus> {
+        self.tls
+            .get()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|l| l.status())
+            .collect()
     }
 
     /// Last reload result, config, and when it was loaded.
@@ -474,10 +529,26 @@ impl App {
         let workers_n = config.gateway.workers.max(1);
         // Bind the first socket of each listener, then the others on the port it got (port 0
         // resolves once), so every worker shares one address through SO_REUSEPORT.
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerMode)>> =
             (0..workers_n).map(|_| Vec::new()).collect();
         let mut listen_addrs = Vec::new();
+        let mut tls = Vec::new();
         for l in &config.listeners {
+            let mode = match &l.tls {
+                Some(t) => {
+                    let certs = crate::tls::ListenerCerts::load(&l.name, t).map_err(|source| {
+                        StartError::Tls {
+                            listener: l.name.clone(),
+                            source,
+                        }
+                    })?;
+                    let certs = Arc::new(certs);
+                    tls.push(certs.clone());
+                    ListenerMode::Tls(certs.terminator())
+                }
+                None if l.redirect_https => ListenerMode::RedirectHttps,
+                None => ListenerMode::Plain,
+            };
             let first = bind_listener(l.addr).map_err(|source| StartError::Bind {
                 addr: l.addr,
                 source,
@@ -486,11 +557,17 @@ impl App {
                 addr: l.addr,
                 source,
             })?;
-            per_worker[0].push(first);
+            per_worker[0].push((first, mode.clone()));
             for list in per_worker.iter_mut().skip(1) {
-                list.push(bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?);
+                let s = bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
+                list.push((s, mode.clone()));
             }
-            tracing::info!(listener = %l.name, %addr, workers = workers_n, "listening");
+            let kind = match mode {
+                ListenerMode::Plain => "http",
+                ListenerMode::Tls(_) => "https",
+                ListenerMode::RedirectHttps => "redirect-https",
+            };
+            tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, "listening");
             listen_addrs.push(addr);
         }
         let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
@@ -508,7 +585,12 @@ impl App {
         let drain = config.gateway.drain_timeout;
         let sample = config.log.access_log_sample;
         let control = Control::new(config, config_path, token);
+        let _ = control.tls.set(tls.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        {
+            let c = control.clone();
+            crate::tls::spawn_poller(tls, shutdown_rx.clone(), move |l, r| c.tls_reloaded(l, r));
+        }
         // Order matters: everything that reacts to the outside world (the config file watch,
         // workers, Consul watchers, the admin API) is running before the last log line below
         // announces the gateway; an edit made right after that line is never missed.
@@ -582,7 +664,9 @@ impl App {
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     let s = self.control.reload();
-                    tracing::info!(ok = s.ok, "reload on SIGHUP");
+                    let c = self.control.clone();
+                    let tls = tokio::task::spawn_blocking(move || c.reload_tls()).await.unwrap_or_default();
+                    tracing::info!(ok = s.ok, tls_ok = tls.is_empty(), "reload on SIGHUP");
                 }
             }
         }

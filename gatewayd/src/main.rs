@@ -142,7 +142,11 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("gatewayd: {e}");
-                ExitCode::FAILURE
+                if matches!(e, gatewayd::app::StartError::Tls { .. }) {
+                    ExitCode::from(EX_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         }
     })

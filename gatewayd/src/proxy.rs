@@ -7,6 +7,7 @@ mod error;
 mod h1;
 mod headers;
 pub mod proxy_protocol;
+mod redirect;
 mod retry;
 mod server;
 
@@ -26,7 +27,7 @@ pub use body::{BodyWatch, RequestBody, ResponseBody};
 pub use client::{PoolReturn, SendError, Upstreams};
 pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
 pub use retry::{RetryBudget, RetryReason};
-pub use server::{bind_listener, run_worker, stopped, WorkerSet};
+pub use server::{bind_listener, run_worker, stopped, ListenerMode, WorkerSet};
 
 /// The HTTP/1.1 engine's head parsing and writing, for the criterion benches
 /// (`benches/h1_heads.rs`). Not a stable API.

@@ -164,7 +164,8 @@ pub async fn route(req: Request<Incoming>, c: &Control, peer: SocketAddr) -> Res
         (["v1", "events"], &Method::GET) => events(c, &req),
         (["v1", "reload"], &Method::POST) => {
             let status = c.reload();
-            let code = if status.ok {
+            let tls_errors = c.reload_tls();
+            let code = if status.ok && tls_errors.is_empty() {
                 StatusCode::OK
             } else {
                 StatusCode::BAD_REQUEST
@@ -193,11 +194,18 @@ pub async fn route(req: Request<Incoming>, c: &Control, peer: SocketAddr) -> Res
 fn readyz(c: &Control) -> Resp {
     let (_, _, last) = c.config_status();
     let draining = c.draining.load(Relaxed);
+    let tls_errors: Vec<String> = c
+        .tls_status()
+        .into_iter()
+        .filter_map(|t| t.error.map(|e| format!("listener {}: {e}", t.listener)))
+        .collect();
     let r = Readiness {
         ready: !draining,
         draining,
         config_ok: last.ok,
         config_errors: last.errors,
+        tls_ok: tls_errors.is_empty(),
+        tls_errors,
         generation: c.generation(),
     };
     // A rejected reload does not make the gateway unready: the previous config keeps serving,
@@ -234,7 +242,8 @@ fn metrics(c: &Control) -> Resp {
             stale: s.state.stale.is_some(),
         })
         .collect();
-    let text = crate::metrics::render_prometheus(&c.metrics, &gauges, &c.policies);
+    let mut text = crate::metrics::render_prometheus(&c.metrics, &gauges, &c.policies);
+    text.push_str(&crate::tls::prometheus(&c.tls_status()));
     let mut r = Response::new(Full::new(Bytes::from(text)).boxed());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -391,6 +400,7 @@ fn config_status(c: &Control, last: ReloadStatus) -> ConfigStatus {
         loaded_at: rfc3339(loaded_at),
         last_reload: last,
         source: cfg.source.to_string(),
+        tls: c.tls_status(),
     }
 }
 

@@ -311,6 +311,9 @@ pub struct ConfigStatus {
     pub last_reload: ReloadStatus,
     /// Text of the serving config.
     pub source: String,
+    /// Certificates of each TLS listener, and whether its last reload was refused.
+    #[serde(default)]
+    pub tls: Vec<crate::tls::TlsListenerStatus>,
 }
 
 /// Result of a reload attempt.
@@ -326,6 +329,10 @@ pub struct ReloadStatus {
     pub restart_required: Vec<String>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// `GET /readyz` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
@@ -337,6 +344,13 @@ pub struct Readiness {
     pub config_ok: bool,
     /// Why the last reload was rejected.
     pub config_errors: Vec<String>,
+    /// False while a TLS listener's last certificate reload was refused (its previous
+    /// certificates keep serving).
+    #[serde(default = "yes")]
+    pub tls_ok: bool,
+    /// Why (each names the file).
+    #[serde(default)]
+    pub tls_errors: Vec<String>,
     /// Snapshot generation.
     pub generation: u64,
 }
@@ -348,7 +362,8 @@ pub struct Event {
     pub id: u64,
     /// When (RFC 3339).
     pub at: String,
-    /// `config_reloaded`, `config_rejected`, `weights_changed`, `endpoints_changed`.
+    /// `config_reloaded`, `config_rejected`, `weights_changed`, `endpoints_changed`,
+    /// `certificates_reloaded`, `certificates_rejected`.
     pub kind: String,
     /// Route concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

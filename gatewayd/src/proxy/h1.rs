@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Method, Version};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -70,12 +70,12 @@ struct Scratch {
 
 /// Serves one client connection. Returns the socket (with the bytes already read from it) when
 /// the rest belongs to hyper.
-pub(crate) async fn serve(
-    mut io: TcpStream,
+pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
+    mut io: C,
     info: &ConnInfo,
     w: &Worker,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(TcpStream, Bytes)> {
+) -> Option<(C, Bytes)> {
     let mut buf = BytesMut::with_capacity(HEAD_BUF);
     let mut scratch = Scratch::default();
     let mut stop_rx = shutdown.clone();
@@ -136,7 +136,7 @@ pub(crate) async fn serve(
 /// Closes after a response: sends FIN, then reads and discards what the client still sends for
 /// a short while (bounded in time and bytes), so an unread request body does not turn the close
 /// into a reset that destroys the response before the client reads it (nginx's lingering close).
-async fn linger(io: &mut TcpStream, buf: &mut BytesMut) {
+async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C, buf: &mut BytesMut) {
     const LINGER: Duration = Duration::from_secs(2);
     const MAX: usize = 8 * 1024 * 1024;
     if io.shutdown().await.is_err() {
@@ -155,8 +155,8 @@ async fn linger(io: &mut TcpStream, buf: &mut BytesMut) {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn request<S: std::future::Future>(
-    io: &mut TcpStream,
+async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
+    io: &mut C,
     buf: &mut BytesMut,
     mut head: RequestHead,
     info: &ConnInfo,

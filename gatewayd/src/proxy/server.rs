@@ -16,6 +16,19 @@ use tokio::sync::{watch, Notify};
 use super::error::ClientFault;
 use super::h1::Rewind;
 use super::{handle, ConnInfo, Upstreams, Worker};
+use crate::tls::{Alpn, Terminator};
+
+/// What a listener does with the connections it accepts.
+#[derive(Debug, Clone)]
+pub enum ListenerMode {
+    /// Cleartext HTTP/1.1 (the own engine) and HTTP/2 with prior knowledge (hyper).
+    Plain,
+    /// TLS first (within the handshake timeout), then by ALPN: `h2` to hyper, `http/1.1` or
+    /// none to the own engine.
+    Tls(Terminator),
+    /// Cleartext; every request is answered with a 308 to the same host and path on https.
+    RedirectHttps,
+}
 
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so every worker (and a new
 /// process during an upgrade) can bind the same address.
@@ -52,7 +65,7 @@ impl WorkerSet {
 /// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
 pub fn run_worker(
     worker: Worker,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, ListenerMode)>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -74,13 +87,13 @@ pub fn run_worker(
 
 async fn worker_main(
     worker: Worker,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, ListenerMode)>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let worker = Arc::new(worker);
     let mut accept_tasks = Vec::new();
-    for l in listeners {
+    for (l, mode) in listeners {
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -90,6 +103,7 @@ async fn worker_main(
         };
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
+            mode,
             worker.clone(),
             shutdown.clone(),
             drain,
@@ -151,6 +165,7 @@ impl Tracker {
 /// Accepts until shutdown, then closes the socket and drains this listener's connections.
 async fn accept_loop(
     listener: TcpListener,
+    mode: ListenerMode,
     worker: Arc<Worker>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -174,13 +189,48 @@ async fn accept_loop(
         let w = worker.clone();
         let mut shutdown = shutdown.clone();
         let live = Live::new(&tracker);
-        tokio::spawn(async move {
-            let info = ConnInfo { peer, tls: false };
-            if let Some((io, pre)) = super::h1::serve(stream, &info, &w, &mut shutdown).await {
-                serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+        // The cleartext arm stays first and monomorphic: plain TCP pays nothing for TLS.
+        match &mode {
+            ListenerMode::Plain => {
+                tokio::spawn(async move {
+                    let info = ConnInfo { peer, tls: false };
+                    if let Some((io, pre)) =
+                        super::h1::serve(stream, &info, &w, &mut shutdown).await
+                    {
+                        serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+                    }
+                    drop(live);
+                });
             }
-            drop(live);
-        });
+            ListenerMode::Tls(t) => {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let info = ConnInfo { peer, tls: true };
+                    let accepted = tokio::select! {
+                        a = t.accept(stream) => a,
+                        _ = stopped(&mut shutdown) => None,
+                    };
+                    match accepted {
+                        Some((io, Alpn::H2)) => serve_hyper(io, info, w, shutdown).await,
+                        Some((io, Alpn::Http1)) => {
+                            if let Some((io, pre)) =
+                                super::h1::serve(io, &info, &w, &mut shutdown).await
+                            {
+                                serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+                            }
+                        }
+                        None => {}
+                    }
+                    drop(live);
+                });
+            }
+            ListenerMode::RedirectHttps => {
+                tokio::spawn(async move {
+                    super::redirect::serve(stream, &w, shutdown).await;
+                    drop(live);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(drain, tracker.drained())
@@ -196,12 +246,10 @@ async fn accept_loop(
 
 /// Serves a connection with hyper (HTTP/2 clients, HTTP/1 requests for HTTP/2 upstreams), with
 /// a graceful shutdown when the worker stops.
-async fn serve_hyper(
-    io: Rewind,
-    info: ConnInfo,
-    w: Arc<Worker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_hyper<I>(io: I, info: ConnInfo, w: Arc<Worker>, mut shutdown: watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

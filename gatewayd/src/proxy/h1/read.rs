@@ -2,8 +2,7 @@
 //! timeouts, and whether its whole body is in the buffer already.
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::chunked::Chunked;
 use super::head::{self, Field, Framing, RequestHead};
@@ -22,8 +21,8 @@ pub(super) enum Read {
     Bad(ProxyError),
 }
 
-pub(super) async fn read_request<S: std::future::Future>(
-    io: &mut TcpStream,
+pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
+    io: &mut C,
     buf: &mut BytesMut,
     fields: &mut Vec<Field>,
     t: &mut Timers<'_, S>,

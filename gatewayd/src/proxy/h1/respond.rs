@@ -5,6 +5,7 @@ use std::io::IoSlice;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -112,8 +113,8 @@ fn itoa3(n: u16) -> [u8; 3] {
 
 /// Passes a `101 Switching Protocols` on to the client, then relays bytes both ways until either
 /// side ends.
-pub(super) async fn switch_protocols(
-    io: &mut TcpStream,
+pub(super) async fn switch_protocols<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut C,
     buf: &mut BytesMut,
     down: &mut Vec<u8>,
     conn: Conn,
@@ -154,8 +155,8 @@ pub(super) enum Cut {
     Upstream,
 }
 
-pub(super) async fn forward_body(
-    down: &mut TcpStream,
+pub(super) async fn forward_body<C: AsyncWrite + Unpin>(
+    down: &mut C,
     conn: &mut Conn,
     down_head: &[u8],
     framing: Framing,
@@ -166,8 +167,8 @@ pub(super) async fn forward_body(
     Ok(Forwarded { reusable, waited })
 }
 
-async fn forward_body_inner(
-    down: &mut TcpStream,
+async fn forward_body_inner<C: AsyncWrite + Unpin>(
+    down: &mut C,
     conn: &mut Conn,
     down_head: &[u8],
     framing: Framing,
@@ -240,7 +241,11 @@ async fn forward_body_inner(
 }
 
 /// Writes an optional head and some body bytes to the client, in one system call when it can.
-async fn write2(down: &mut TcpStream, head: Option<&[u8]>, data: &[u8]) -> Result<(), Cut> {
+async fn write2<C: AsyncWrite + Unpin>(
+    down: &mut C,
+    head: Option<&[u8]>,
+    data: &[u8],
+) -> Result<(), Cut> {
     let parts = [IoSlice::new(head.unwrap_or(&[])), IoSlice::new(data)];
     write_all_vectored(down, parts)
         .await
@@ -261,8 +266,8 @@ async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Cut> {
 }
 
 /// Answers with the gateway's own JSON error for `e` (with the route's policy headers, `extra`).
-pub(super) async fn error_reply(
-    io: &mut TcpStream,
+pub(super) async fn error_reply<C: AsyncWrite + Unpin>(
+    io: &mut C,
     e: &ProxyError,
     request_id: Option<&HeaderValue>,
     reply: Reply,
@@ -275,8 +280,8 @@ pub(super) async fn error_reply(
 }
 
 /// Answers with an in-memory response the gateway made (a policy's, an error).
-pub(super) async fn answer(
-    io: &mut TcpStream,
+pub(super) async fn answer<C: AsyncWrite + Unpin>(
+    io: &mut C,
     resp: http::Response<crate::proxy::ResponseBody>,
     reply: Reply,
     head_request: bool,
@@ -312,8 +317,8 @@ pub(super) fn add_fields(out: &mut Vec<u8>, extra: &[(HeaderName, HeaderValue)])
 }
 
 /// Writes the gateway's own JSON answer for `e`.
-pub(super) async fn write_synthetic(
-    io: &mut TcpStream,
+pub(super) async fn write_synthetic<C: AsyncWrite + Unpin>(
+    io: &mut C,
     e: &ProxyError,
     request_id: Option<&HeaderValue>,
     reply: Reply,
@@ -323,8 +328,8 @@ pub(super) async fn write_synthetic(
 }
 
 /// Writes an in-memory response with a `content-length`, `date` and our connection field.
-async fn write_response(
-    io: &mut TcpStream,
+async fn write_response<C: AsyncWrite + Unpin>(
+    io: &mut C,
     resp: &http::Response<crate::proxy::ResponseBody>,
     reply: Reply,
     head_request: bool,

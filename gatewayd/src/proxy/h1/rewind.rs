@@ -1,4 +1,4 @@
-//! A socket with bytes put back in front: hands a connection whose first bytes were already read
+//! A stream (TCP or TLS) with bytes put back in front: hands a connection whose first bytes were already read
 //! (an HTTP/2 preface, or a request for an HTTP/2 upstream) to hyper.
 
 use std::pin::Pin;
@@ -6,23 +6,22 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// `pre` is read before the socket.
 #[derive(Debug)]
-pub struct Rewind {
+pub struct Rewind<S> {
     pre: Bytes,
-    io: TcpStream,
+    io: S,
 }
 
-impl Rewind {
+impl<S> Rewind<S> {
     /// Reads `pre`, then `io`.
-    pub fn new(pre: Bytes, io: TcpStream) -> Self {
+    pub fn new(pre: Bytes, io: S) -> Self {
         Self { pre, io }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -39,7 +38,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

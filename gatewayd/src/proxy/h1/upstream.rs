@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -119,9 +119,9 @@ fn is_open(io: &TcpStream) -> bool {
 
 /// The downstream side of a request body: what is buffered and the socket the rest comes from.
 #[derive(Debug)]
-pub struct Downstream<'a> {
+pub struct Downstream<'a, C> {
     /// The client connection.
-    pub io: &'a mut TcpStream,
+    pub io: &'a mut C,
     /// Bytes read from the client after the request head.
     pub buf: &'a mut BytesMut,
     /// Send `100 Continue` before reading the body from the socket.
@@ -132,7 +132,7 @@ pub struct Downstream<'a> {
 
 /// One request ready for the upstream.
 #[derive(Debug)]
-pub struct Outgoing<'a> {
+pub struct Outgoing<'a, C> {
     /// The serialized request head.
     pub head: &'a [u8],
     /// How the request body is delimited.
@@ -141,7 +141,7 @@ pub struct Outgoing<'a> {
     /// again on another connection).
     pub buffered: Option<usize>,
     /// Where the body comes from.
-    pub down: Downstream<'a>,
+    pub down: Downstream<'a, C>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// The request's start (saves a clock read for the pool's idle check).
@@ -178,12 +178,12 @@ impl Answer for Exchange {
 /// sent again (an idempotent method with no body or all of it buffered); other requests only
 /// take pooled connections that pass a liveness probe. A failed connect gives the request back,
 /// and so do a per-try timeout and a close before the response head when it can be sent again.
-pub async fn exchange<'a>(
+pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
     pool: Option<&Pool>,
     addr: SocketAddr,
-    mut out: Outgoing<'a>,
+    mut out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
-) -> Result<Exchange, SendError<Outgoing<'a>>> {
+) -> Result<Exchange, SendError<Outgoing<'a, C>>> {
     loop {
         // A request that cannot be sent twice (a streamed body, a non-idempotent method) only
         // takes a pooled connection that looks alive.
@@ -272,7 +272,10 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyE
 }
 
 /// Writes the head and streams the body from the client; the body is consumed as it goes.
-async fn send_streamed(up: &mut TcpStream, out: &mut Outgoing<'_>) -> Result<(), ProxyError> {
+async fn send_streamed<C: AsyncRead + AsyncWrite + Unpin>(
+    up: &mut TcpStream,
+    out: &mut Outgoing<'_, C>,
+) -> Result<(), ProxyError> {
     let addr = up_addr(up);
     let broken = |e: std::io::Error| ProxyError::UpstreamBroken {
         addr,
@@ -315,10 +318,11 @@ async fn send_streamed(up: &mut TcpStream, out: &mut Outgoing<'_>) -> Result<(),
             return Ok(());
         }
         if std::mem::take(&mut down.expect_continue) {
-            down.io
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|_| ProxyError::ClientClosed("write failed"))?;
+            let sent = match down.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
+                Ok(()) => down.io.flush().await,
+                Err(e) => Err(e),
+            };
+            sent.map_err(|_| ProxyError::ClientClosed("write failed"))?;
         }
         if down.buf.capacity() - down.buf.len() < READ_BUF / 2 {
             down.buf.reserve(READ_BUF);
@@ -396,5 +400,6 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
         IoSlice::advance_slices(&mut slices, n);
     }
-    Ok(())
+    // A TLS stream may keep the last record buffered; on a TcpStream this is a no-op.
+    w.flush().await
 }
