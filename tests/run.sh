@@ -19,6 +19,11 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
 # httpwg-cli from crates.io: an independent port of h2spec. Built once per machine.
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 command -v httpwg >/dev/null || cargo install --quiet --locked httpwg-cli@0.2.5
+echo "== openssl and curl (the TLS cases drive them as real clients; curl needs HTTP/2)"
+if ! command -v openssl >/dev/null || ! command -v curl >/dev/null \
+  || ! curl --version | grep -q HTTP2; then
+  apt-get update -qq && apt-get install -y -qq openssl curl
+fi
 echo "== python tools (real Consul clients the e2e suite points at devconsul)"
 # .venv at the repository root (git-ignored); pinned in tests/python/requirements.txt. pip is
 # only asked when the requirements changed since the last install, so reruns cost nothing.

@@ -23,4 +23,5 @@ mod cases {
     pub mod retries;
     pub mod routing;
     pub mod support;
+    pub mod tls;
 }

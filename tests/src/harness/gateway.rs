@@ -32,8 +32,10 @@ pub struct Gateway {
     /// Temporary directory holding `gatewayd.toml`, `admin.token` and `weights.json`.
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    /// Proxy listener.
+    /// Proxy listener (the first one).
     pub addr: SocketAddr,
+    /// Every proxy listener, in the config's order.
+    pub listeners: Vec<SocketAddr>,
     /// Admin API.
     pub admin: SocketAddr,
     /// Admin bearer token.
@@ -100,6 +102,7 @@ impl Gateway {
             });
         }
         let (mut addr, mut admin) = (None, None);
+        let mut listeners = Vec::new();
         let deadline = tokio::time::Instant::now() + super::patience();
         while addr.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -114,7 +117,11 @@ impl Gateway {
                 continue;
             };
             match v["message"].as_str() {
-                Some("listening") => addr = v["addr"].as_str().and_then(|a| a.parse().ok()),
+                Some("listening") => {
+                    let a: Option<SocketAddr> = v["addr"].as_str().and_then(|a| a.parse().ok());
+                    listeners.extend(a);
+                    addr = addr.or(a);
+                }
                 Some("admin API listening") => {
                     admin = v["admin_addr"].as_str().and_then(|a| a.parse().ok())
                 }
@@ -129,6 +136,7 @@ impl Gateway {
             dir: dir.to_path_buf(),
             _tmp: None,
             addr: addr.unwrap_or_else(|| unreachable!()),
+            listeners,
             admin: admin.unwrap_or_else(|| unreachable!()),
             token,
             logs,

@@ -1,0 +1,226 @@
+//! Test PKI and TLS clients: a CA and leaf certificates generated at test time with rcgen
+//! (nothing with a private key is committed), and the real clients the TLS cases drive —
+//! `openssl s_client` and `curl` — run with bounded time.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SerialNumber,
+};
+
+/// A CA whose leaves the clients trust through `ca.pem` in `dir`.
+pub struct Pki {
+    /// Where every file goes.
+    pub dir: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    /// A new CA, its certificate written to `dir/ca.pem`.
+    pub fn new(dir: &Path) -> Self {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "meshgate test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
+        let issuer =
+            CertifiedIssuer::self_signed(params, key).unwrap_or_else(|e| panic!("CA: {e}"));
+        std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap_or_else(|e| panic!("ca.pem: {e}"));
+        Self {
+            dir: dir.to_path_buf(),
+            issuer,
+        }
+    }
+
+    /// The CA certificate clients trust.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A leaf for `names` with serial `serial`, as PEM (certificate, key).
+    pub fn leaf(&self, names: &[&str], serial: u64) -> (String, String) {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("params: {e}"));
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .unwrap_or_else(|e| panic!("sign: {e}"));
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes a leaf to `dir/<stem>.pem` and `dir/<stem>.key` (creating `dir`'s subfolders).
+    pub fn write_leaf(&self, stem: &str, names: &[&str], serial: u64) {
+        let (cert, key) = self.leaf(names, serial);
+        let pem = self.dir.join(format!("{stem}.pem"));
+        if let Some(parent) = pem.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        }
+        std::fs::write(&pem, cert).unwrap_or_else(|e| panic!("write cert: {e}"));
+        std::fs::write(self.dir.join(format!("{stem}.key")), key)
+            .unwrap_or_else(|e| panic!("write key: {e}"));
+    }
+}
+
+/// Runs a command with a time limit (the patience), stdin closed. Panics when it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(super::patience()) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("{cmd:?}: {e}"),
+        Err(_) => {
+            // Our own child, by PID.
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("{cmd:?} did not finish within {:?}", super::patience());
+        }
+    }
+}
+
+/// What one `openssl s_client` handshake saw.
+#[derive(Debug)]
+pub struct Handshake {
+    /// The handshake completed.
+    pub ok: bool,
+    /// The served leaf's serial (upper-case hex, as `openssl x509 -serial` prints it).
+    pub serial: Option<String>,
+    /// The negotiated protocol line (`TLSv1.3`, ...), if any.
+    pub protocol: Option<String>,
+    /// Everything printed (for messages).
+    pub transcript: String,
+}
+
+/// `openssl s_client` to `addr` with `sni` (`None`: `-noservername`) and `extra` flags.
+pub fn s_client(addr: SocketAddr, sni: Option<&str>, extra: &[&str]) -> Handshake {
+    let mut cmd = Command::new("openssl");
+    cmd.arg("s_client").arg("-connect").arg(addr.to_string());
+    match sni {
+        Some(n) => cmd.arg("-servername").arg(n),
+        None => cmd.arg("-noservername"),
+    };
+    cmd.args(extra);
+    let out = run(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let transcript = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let pem = stdout.find("-----BEGIN CERTIFICATE-----").and_then(|s| {
+        stdout[s..]
+            .find("-----END CERTIFICATE-----")
+            .map(|e| &stdout[s..s + e + 25])
+    });
+    let serial = pem.and_then(|pem| {
+        let mut c = Command::new("openssl");
+        c.args(["x509", "-noout", "-serial"]);
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        use std::io::Write as _;
+        child.stdin.take()?.write_all(pem.as_bytes()).ok()?;
+        let o = child.wait_with_output().ok()?;
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .strip_prefix("serial=")
+            .map(str::to_string)
+    });
+    // "New, TLSv1.3, Cipher is ..." (TLS 1.3 prints no session block before the tickets).
+    let protocol = stdout.lines().find_map(|l| {
+        l.strip_prefix("New, ")
+            .and_then(|rest| rest.split(',').next())
+            .map(|p| p.trim().to_string())
+    });
+    let ok = out.status.success() && pem.is_some() && !transcript.contains("Cipher is (NONE)");
+    Handshake {
+        ok,
+        serial,
+        protocol,
+        transcript,
+    }
+}
+
+/// `curl` over https to `https://NAME:PORT/PATH` resolved to `addr`, trusting `ca`. Returns
+/// (HTTP status, HTTP version as curl reports it, body); status 0 when the request failed.
+pub fn curl_https(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    ca: &Path,
+    extra: &[&str],
+) -> (u16, String, String) {
+    let url = format!("https://{name}:{}{path}", addr.port());
+    let resolve = format!("{name}:{}:{}", addr.port(), addr.ip());
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--resolve", &resolve, "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .arg(&url));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let mut it = tail.split_whitespace();
+    let status = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let version = it.next().unwrap_or("").to_string();
+    (status, version, body.to_string())
+}
+
+/// An `openssl` that can be asked for a protocol version (`-tls1`, `-tls1_1`): true when a
+/// local `openssl s_server` offering only that version completes a handshake with the same
+/// client flags. OpenSSL 3 refuses these versions on the client side unless the security level
+/// is lowered, so a refusal by the gateway only counts when this is true.
+pub fn probe_reaches_old_server(version_flag: &str, cert: &Path, key: &Path) -> bool {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        l.local_addr().map(|a| a.port()).unwrap_or(0)
+    };
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", version_flag])
+        .args(["-cipher", "DEFAULT@SECLEVEL=0", "-cert"])
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .args(["-accept", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("openssl s_server: {e}"));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = tokio::time::Instant::now() + super::patience();
+    let reached = loop {
+        let h = old_client(addr, version_flag);
+        // Until s_server listens, the connect is refused: try again; any other outcome counts.
+        if h.ok || !h.transcript.contains("refused") || tokio::time::Instant::now() > deadline {
+            break h.ok;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Our own child, by PID.
+    let _ = server.kill();
+    let _ = server.wait();
+    reached
+}
+
+/// `openssl s_client` offering only `version_flag`, with the security level lowered so that the
+/// client itself allows it.
+pub fn old_client(addr: SocketAddr, version_flag: &str) -> Handshake {
+    s_client(
+        addr,
+        Some("localhost"),
+        &[version_flag, "-cipher", "DEFAULT@SECLEVEL=0"],
+    )
+}
