@@ -45,11 +45,12 @@ pub enum StartError {
     /// A worker thread could not start.
     #[error("cannot start worker: {0}")]
     Worker(std::io::Error),
-    /// A TLS listener's certificate or key could not be used (names the file).
-    #[error("listener {listener}: {source}")]
+    /// A TLS listener's certificate or key, or a service's upstream TLS file, could not be used
+    /// (names the file).
+    #[error("{what}: {source}")]
     Tls {
-        /// Listener name.
-        listener: String,
+        /// `listener NAME` or `services.NAME.tls`.
+        what: String,
         /// What is wrong, naming the file.
         source: crate::tls::TlsError,
     },
@@ -538,7 +539,7 @@ impl App {
                 Some(t) => {
                     let certs = crate::tls::ListenerCerts::load(&l.name, t).map_err(|source| {
                         StartError::Tls {
-                            listener: l.name.clone(),
+                            what: format!("listener {}", l.name),
                             source,
                         }
                     })?;
@@ -569,6 +570,15 @@ impl App {
             };
             tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, "listening");
             listen_addrs.push(addr);
+        }
+        // A service whose TLS files do not load would fail every request: refuse to start.
+        for (name, s) in &config.services {
+            if let Some(t) = &s.tls {
+                crate::tls::client_config(t).map_err(|source| StartError::Tls {
+                    what: format!("services.{name}.tls"),
+                    source,
+                })?;
+            }
         }
         let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
             .await

@@ -561,12 +561,12 @@ async fn handle_inner(
     let send = |addr, req, try_timeout: Option<std::time::Duration>| async move {
         let sent = if upgrade {
             w.upstreams
-                .send_upgrade(addr, &svc.config, req)
+                .send_upgrade(addr, &svc.config, svc.tls.as_deref(), req)
                 .await
                 .map(|r| (r, None))
                 .map_err(SendError::Failed)
         } else {
-            let once = w.upstreams.send(addr, &svc.config, req);
+            let once = w.upstreams.send(addr, &svc.config, svc.tls.as_deref(), req);
             match try_timeout {
                 None => once.await,
                 Some(t) => tokio::time::timeout(t, once)

@@ -105,6 +105,8 @@ pub struct ServiceRuntime {
     pub balancer: Balancer,
     /// Provider state (source, freshness) behind `endpoints`.
     pub state: ServiceState,
+    /// Upstream TLS (`tls = {…}`), shared with the previous snapshot while unchanged.
+    pub tls: Option<Arc<crate::tls::UpstreamTlsRuntime>>,
 }
 
 /// Endpoint statistics by (service, address), kept across snapshots so a reload does not
@@ -166,8 +168,17 @@ impl Snapshot {
                     },
                     None => discovery::static_provider::service_state(&svc.endpoints),
                 });
-            let reused = inp.previous.and_then(|p| {
-                let old = &p.services[*p.service_index.get(name)?];
+            let previous = inp
+                .previous
+                .and_then(|p| Some(&p.services[*p.service_index.get(name)?]));
+            // The client config (and its session store) lives on while the table is the same.
+            let tls = svc.tls.as_ref().map(|t| {
+                previous
+                    .and_then(|old| old.tls.clone())
+                    .filter(|old| old.settings == *t)
+                    .unwrap_or_else(|| Arc::new(crate::tls::UpstreamTlsRuntime::new(t)))
+            });
+            let reused = previous.and_then(|old| {
                 (old.config == *svc && old.state.set == state.set).then(|| {
                     // Static states are rebuilt with a fresh timestamp each time; only a change
                     // of source or staleness is news.
@@ -180,6 +191,7 @@ impl Snapshot {
                             endpoints: old.endpoints.clone(),
                             balancer: Balancer::new(svc.balance, &old.endpoints),
                             state: state.clone(),
+                            tls: tls.clone(),
                         })
                     }
                 })
@@ -196,6 +208,7 @@ impl Snapshot {
                     balancer: Balancer::new(svc.balance, &endpoints),
                     endpoints,
                     state,
+                    tls,
                 })
             });
             service_index.insert(name.clone(), services.len());

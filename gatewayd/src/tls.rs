@@ -20,7 +20,7 @@ pub use reload::{
     check_config, prometheus, spawn_poller, CertStatus, ListenerCerts, TlsListenerStatus,
 };
 pub use resolver::{CertStore, SniResolver};
-pub use upstream::{client_config, server_name};
+pub use upstream::{client_config, server_name, UpstreamTlsRuntime};
 
 /// Why certificates or keys could not be used. Every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,12 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 use super::error::ProxyError;
 use crate::config::{ServiceConfig, UpstreamProtocol};
+use crate::tls::UpstreamTlsRuntime;
+
+/// Idle HTTP/1.1 connections are pooled by endpoint and by the TLS settings they were made with
+/// (`UpstreamTlsRuntime::id`, 0 for cleartext): a service never gets a connection that was
+/// verified against another service's CA or name, nor a cleartext one for a TLS service.
+type PoolKey = (SocketAddr, u64);
 
 /// A worker's upstream connections.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +39,7 @@ pub struct Upstreams {
 
 #[derive(Debug, Default)]
 struct PoolInner {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
     /// HTTP/1.1 connections driven by the client connection's task (`h1`).
     raw: super::h1::upstream::Pool,
@@ -51,7 +57,7 @@ struct Idle {
 #[derive(Debug)]
 pub struct PoolReturn {
     pool: Arc<PoolInner>,
-    addr: SocketAddr,
+    key: PoolKey,
     tx: http1::SendRequest<RequestBody>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -64,7 +70,7 @@ impl PoolReturn {
             return;
         }
         let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(self.addr).or_default();
+        let list = idle.entry(self.key).or_default();
         if list.len() < self.max_idle {
             list.push(Idle {
                 tx: self.tx,
@@ -94,10 +100,11 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
+        tls: Option<&UpstreamTlsRuntime>,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
         match svc.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(addr, svc, req).await,
+            UpstreamProtocol::Http1 => self.send_h1(addr, svc, tls, req).await,
             UpstreamProtocol::H2c => self.send_h2(addr, svc, req).await.map(|r| (r, None)),
         }
     }
@@ -106,11 +113,13 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
+        tls: Option<&UpstreamTlsRuntime>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
-        while let Some(mut tx) = self.checkout(addr) {
+        let key = (addr, tls.map_or(0, |t| t.id));
+        while let Some(mut tx) = self.checkout(key) {
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(self.ret(addr, svc, tx)))),
+                Ok(resp) => return Ok((resp, Some(self.ret(key, svc, tx)))),
                 Err(mut e) => match e.take_message() {
                     // The pooled connection was dead before the request left: try another.
                     Some(r) => req = r,
@@ -118,19 +127,12 @@ impl Upstreams {
                 },
             }
         }
-        let io = match connect(addr, svc.connect_timeout).await {
-            Ok(io) => io,
+        let mut tx = match open_h1(addr, svc, tls, false).await {
+            Ok(tx) => tx,
             Err(e) => return Err(SendError::NotSent(Box::new(req), e)),
         };
-        let (mut tx, conn) = match http1::Builder::new().handshake(io).await {
-            Ok(x) => x,
-            Err(e) => return Err(SendError::NotSent(Box::new(req), connect_err(addr, &e))),
-        };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         match tx.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Some(self.ret(addr, svc, tx)))),
+            Ok(resp) => Ok((resp, Some(self.ret(key, svc, tx)))),
             Err(mut e) => match e.take_message() {
                 Some(r) => Err(SendError::NotSent(
                     Box::new(r),
@@ -215,22 +217,16 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         svc: &ServiceConfig,
+        tls: Option<&UpstreamTlsRuntime>,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let io = connect(addr, svc.connect_timeout).await?;
-        let (mut tx, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| connect_err(addr, &e))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
+        let mut tx = open_h1(addr, svc, tls, true).await?;
         tx.send_request(req).await.map_err(|e| broken(addr, &e))
     }
 
-    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(&self, key: PoolKey) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         let now = Instant::now();
         let mut busy = Vec::new();
         let mut found = None;
@@ -254,13 +250,13 @@ impl Upstreams {
 
     fn ret(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
         svc: &ServiceConfig,
         tx: http1::SendRequest<RequestBody>,
     ) -> PoolReturn {
         PoolReturn {
             pool: self.inner.clone(),
-            addr,
+            key,
             tx,
             max_idle: svc.max_idle_per_endpoint,
             idle_timeout: svc.idle_timeout,
@@ -298,6 +294,51 @@ impl Upstreams {
             .unwrap_or(0)
             + self.inner.raw.idle_count()
     }
+}
+
+/// A new HTTP/1.1 connection to `addr`: TCP, then TLS when the service has it (the handshake
+/// bounded by the connect timeout too), then hyper's handshake; its driver task is spawned.
+async fn open_h1(
+    addr: SocketAddr,
+    svc: &ServiceConfig,
+    tls: Option<&UpstreamTlsRuntime>,
+    upgrades: bool,
+) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    let tcp = connect_tcp(addr, svc.connect_timeout).await?;
+    match tls {
+        None => h1_handshake(addr, TokioIo::new(tcp), upgrades).await,
+        Some(t) => {
+            let io = tokio::time::timeout(svc.connect_timeout, t.connect(addr, tcp))
+                .await
+                .map_err(|_| ProxyError::UpstreamConnect {
+                    addr,
+                    reason: format!("TLS handshake timed out after {:?}", svc.connect_timeout),
+                })??;
+            h1_handshake(addr, TokioIo::new(io), upgrades).await
+        }
+    }
+}
+
+async fn h1_handshake<I>(
+    addr: SocketAddr,
+    io: I,
+    upgrades: bool,
+) -> Result<http1::SendRequest<RequestBody>, ProxyError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| connect_err(addr, &e))?;
+    tokio::spawn(async move {
+        let _ = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+    });
+    Ok(tx)
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, ProxyError> {

@@ -252,8 +252,9 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
     let route = &snap.routes[ri];
     let backend = &route.backends[bi];
     let svc = &snap.services[backend.service];
-    if svc.config.protocol != UpstreamProtocol::Http1 && !upgrade {
-        // An HTTP/2 upstream: hyper's client serves it, on this connection from now on.
+    if (svc.config.protocol != UpstreamProtocol::Http1 && !upgrade) || svc.tls.is_some() {
+        // An HTTP/2 or TLS upstream: hyper's client serves it, on this connection from now on
+        // (the engine's own upstream connections are plain TCP).
         let mut pre = BytesMut::with_capacity(head.raw.len() + buf.len());
         pre.extend_from_slice(&head.raw);
         pre.extend_from_slice(buf);

@@ -2,6 +2,7 @@
 //! unless `insecure_skip_verify`: against `ca_file`, else the bundled Mozilla roots. The config
 //! holds the session store, so every pooled connection of the service resumes sessions.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -87,6 +88,52 @@ pub fn server_name(t: &UpstreamTls, ip: std::net::IpAddr) -> ServerName<'static>
         .as_deref()
         .and_then(|n| ServerName::try_from(n.to_string()).ok())
         .unwrap_or_else(|| ServerName::IpAddress(ip.into()))
+}
+
+/// A service's upstream TLS as the request path uses it: the client configuration (or why it
+/// could not be built: requests then fail with a 502 naming it, never fall back to cleartext).
+/// Kept across snapshots while the service's `tls` table is unchanged, so the session store
+/// (resumption across pooled connections and reloads) survives.
+#[derive(Debug)]
+pub struct UpstreamTlsRuntime {
+    /// The settings it was built from.
+    pub settings: UpstreamTls,
+    /// Unique in the process, never 0: pooled connections are keyed by it, so a connection
+    /// verified for one service's settings is never reused for another's.
+    pub id: u64,
+    config: Result<Arc<ClientConfig>, String>,
+}
+
+impl UpstreamTlsRuntime {
+    /// Builds the client configuration of `t` (reads its files).
+    pub fn new(t: &UpstreamTls) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            settings: t.clone(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            config: client_config(t).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Runs the client handshake on `tcp` (connected to `addr`). Any failure, including a
+    /// certificate that does not verify, is a connect error naming TLS (502, retryable on
+    /// another endpoint, an outlier failure for this one).
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, crate::proxy::ProxyError>
+    {
+        let err = |reason: String| crate::proxy::ProxyError::UpstreamConnect { addr, reason };
+        let config = self
+            .config
+            .as_ref()
+            .map_err(|e| err(format!("upstream TLS is not usable: {e}")))?;
+        tokio_rustls::TlsConnector::from(config.clone())
+            .connect(server_name(&self.settings, addr.ip()), tcp)
+            .await
+            .map_err(|e| err(format!("TLS handshake failed: {e}")))
+    }
 }
 
 /// `insecure_skip_verify = true`: any certificate is accepted (signatures are still checked,

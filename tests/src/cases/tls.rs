@@ -14,7 +14,7 @@ use std::sync::Arc;
 use meshgate_e2e::harness::eventually::eventually;
 use meshgate_e2e::harness::gateway::preamble;
 use meshgate_e2e::harness::tls::{
-    curl_https, old_client, probe_reaches_old_server, run, s_client, Handshake, Pki,
+    curl_https, old_client, probe_reaches_old_server, run, s_client, Handshake, Pki, TlsOrigin,
 };
 use meshgate_e2e::harness::{binary, trace_init, Gateway, Origin};
 use reqwest::Method;
@@ -497,4 +497,64 @@ fn check_names_a_bad_certificate_file_and_exits_64() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verifies_the_name_and_presents_the_client_certificate() {
+    let s = setup(&[
+        ("api", "api.example.com", 0x01),
+        ("client", "gateway.client", 0x51),
+    ])
+    .await;
+    let plain = TlsOrigin::start(&s.pki, "tls-origin", &["origin.test"], false).await;
+    let mtls = TlsOrigin::start(&s.pki, "mtls-origin", &["origin.test"], true).await;
+    let svc = |name: &str, addr: SocketAddr, tls: &str| {
+        format!("[services.{name}]\nendpoints = [\"{addr}\"]\ntls = {{ {tls} }}\n\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}/\"\nbackends = [{{ name = \"{name}\", weight = 1 }}]\n\n")
+    };
+    let body = [
+        svc("good", plain.addr, "ca_file = \"ca.pem\", server_name = \"origin.test\""),
+        svc("wrong", plain.addr, "ca_file = \"ca.pem\", server_name = \"wrong.test\""),
+        svc("untrusted", plain.addr, "server_name = \"origin.test\""),
+        svc("mtlswith", mtls.addr, "ca_file = \"ca.pem\", server_name = \"origin.test\", client_cert = \"client.pem\", client_key = \"client.key\""),
+        svc("mtlswithout", mtls.addr, "ca_file = \"ca.pem\", server_name = \"origin.test\""),
+    ]
+    .concat();
+    let gw = s.start(API, &body);
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), gw.url(path));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // HTTP/1.1 clients over cleartext, twice each (the second on a pooled TLS connection).
+    for _ in 0..2 {
+        let (status, body) = get("/good/x").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"origin\":\"tls-origin\""), "{body}");
+        let (status, body) = get("/mtlswith/x").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"client_cert\":true"), "{body}");
+    }
+    for path in ["/wrong/x", "/untrusted/x"] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            json["message"].as_str().unwrap().contains("TLS"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = get("/mtlswithout/x").await;
+    assert_eq!(
+        status, 502,
+        "an upstream demanding a client certificate: {body}"
+    );
+    // An HTTP/2 client over TLS to a TLS upstream.
+    let (addr, ca) = (tls_addr(&gw), s.pki.ca());
+    let (status, version, body) =
+        blocking(move || curl_https(addr, "api.example.com", "/good/y", &ca, &["--http2"])).await;
+    assert_eq!((status, version.as_str()), (200, "2"), "{body}");
+    assert!(body.contains("tls-origin"), "{body}");
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SerialNumber,
@@ -223,4 +224,91 @@ pub fn old_client(addr: SocketAddr, version_flag: &str) -> Handshake {
         Some("localhost"),
         &[version_flag, "-cipher", "DEFAULT@SECLEVEL=0"],
     )
+}
+
+/// An HTTPS origin on 127.0.0.1:0 with a certificate from a [`Pki`], optionally demanding a
+/// client certificate signed by the same CA. Every request is answered 200 with
+/// `{"origin": NAME, "client_cert": true|false}`. Stops when dropped.
+pub struct TlsOrigin {
+    /// Bound address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsOrigin {
+    /// Starts it, serving a leaf for `names`; `require_client_cert`: mTLS.
+    pub async fn start(pki: &Pki, name: &str, names: &[&str], require_client_cert: bool) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (cert, key) = pki.leaf(names, 0x4242);
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("origin cert: {e}"));
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .unwrap_or_else(|e| panic!("origin key: {e}"));
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(pki.ca()).unwrap_or_else(|e| panic!("{e}")) {
+                roots
+                    .add(c.unwrap_or_else(|e| panic!("{e}")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .unwrap_or_else(|e| panic!("origin config: {e}"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, name) = (acceptor.clone(), name.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let body =
+                            format!("{{\"origin\":\"{name}\",\"client_cert\":{client_cert}}}");
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
