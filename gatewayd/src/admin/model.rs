@@ -12,9 +12,9 @@ pub struct RouteInfo {
     pub name: String,
     /// Host condition: exact host or `*.suffix`; `None` matches any host.
     pub host: Option<String>,
-    /// Path or prefix.
+    /// Path, prefix or template (`/pets/{id}`).
     pub path: String,
-    /// `prefix` or `exact`.
+    /// `prefix`, `exact` or `template`.
     pub path_kind: String,
     /// Allowed methods (empty: any).
     pub methods: Vec<String>,

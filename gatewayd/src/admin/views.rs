@@ -18,6 +18,7 @@ pub fn route_info(snap: &Snapshot, r: &RouteRuntime, last: Option<&WeightChange>
     let (path, path_kind) = match &c.path {
         PathMatch::Prefix(p) => (p.clone(), "prefix"),
         PathMatch::Exact(p) => (p.clone(), "exact"),
+        PathMatch::Template(t) => (t.as_str().to_owned(), "template"),
     };
     let backends = r
         .backends

@@ -190,6 +190,7 @@ pub(super) struct RouteFile {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub path_template: Option<Spanned<String>>,
     #[serde(default)]
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]

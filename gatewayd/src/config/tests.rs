@@ -573,7 +573,7 @@ path = "/api/health"
 backends = [{ name = "blue", weight = 1 }]
 "#,
     );
-    assert_error(&e, 7, "routes.web.path", "not both");
+    assert_error(&e, 7, "routes.web.path", "give one of");
 }
 
 #[test]
@@ -1031,4 +1031,45 @@ backends = [{ name = "blue", weight = 1 }]
     assert!(t.strict_sni);
     assert_eq!(t.handshake_timeout, std::time::Duration::from_secs(3));
     assert!(c.services["blue"].tls.is_none());
+}
+
+#[test]
+fn path_templates_parse_and_bad_ones_are_placed() {
+    let route = |path: &str| {
+        format!(
+            "[services.blue]\nendpoints = [\"127.0.0.1:9001\"]\n\n[[routes]]\nname = \"api\"\n{path}\nbackends = [{{ name = \"blue\", weight = 1 }}]\n"
+        )
+    };
+    let c = parse(&route("path_template = \"/pets/{id}\""));
+    match &c.routes[0].path {
+        PathMatch::Template(t) => assert_eq!(t.as_str(), "/pets/{id}"),
+        other => panic!("expected a template, got {other:?}"),
+    }
+    for (line, reason) in [
+        ("path_template = \"/pets/{id\"", "without a closing"),
+        ("path_template = \"/pets/{}\"", "empty '{}'"),
+        ("path_template = \"/a/{id}/b/{id}\"", "'id' appears twice"),
+        ("path_template = \"/f/{a}{b}\"", "adjacent"),
+        ("path_template = \"/f/a}\"", "without an opening"),
+        ("path_template = \"f/{a}\"", "must start with '/'"),
+    ] {
+        assert_error(
+            &only_error(&route(line)),
+            6,
+            "routes.api.path_template",
+            reason,
+        );
+    }
+    assert_error(
+        &only_error(&route("path = \"/a\"\npath_template = \"/a/{b}\"")),
+        7,
+        "routes.api.path_template",
+        "give one of",
+    );
+    assert_error(
+        &only_error(&route("path_template = \"/a/{b}\"\nstrip_prefix = true")),
+        4,
+        "routes.api.strip_prefix",
+        "needs 'path_prefix'",
+    );
 }

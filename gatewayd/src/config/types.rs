@@ -429,6 +429,8 @@ pub enum PathMatch {
     Prefix(String),
     /// Whole path, query excluded.
     Exact(String),
+    /// Whole path with `{name}` parameters, query excluded (`/pets/{id}`, `/Calls/{sid}.json`).
+    Template(crate::route::PathTemplate),
 }
 
 /// How a route's host is matched (lower-cased, port ignored).

@@ -14,6 +14,7 @@ use super::defaults as d;
 use super::file::{self, FileConfig};
 use super::types::*;
 use super::{ConfigError, ConfigErrors};
+use crate::route::PathTemplate;
 
 mod policies;
 
@@ -788,36 +789,7 @@ fn route(
             Some(HostMatch::Exact(v))
         }
     });
-    let path = match (&f.path_prefix, &f.path) {
-        (Some(_), Some(e)) => {
-            cx.err(
-                e.span(),
-                format!("{p}.path"),
-                "give 'path' or 'path_prefix', not both",
-            );
-            PathMatch::Prefix("/".into())
-        }
-        (Some(v), None) | (None, Some(v)) => {
-            if !v.get_ref().starts_with('/') {
-                let field = if f.path.is_some() {
-                    "path"
-                } else {
-                    "path_prefix"
-                };
-                cx.err(
-                    v.span(),
-                    format!("{p}.{field}"),
-                    format!("'{}' must start with '/'", v.get_ref()),
-                );
-            }
-            if f.path.is_some() {
-                PathMatch::Exact(v.get_ref().clone())
-            } else {
-                PathMatch::Prefix(v.get_ref().clone())
-            }
-        }
-        (None, None) => PathMatch::Prefix("/".into()),
-    };
+    let path = route_path(cx, &p, f);
     let mut methods = Vec::new();
     for m in &f.methods {
         match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
@@ -1191,5 +1163,51 @@ fn consul(cx: &mut Ctx<'_>, c: &Spanned<file::ConsulFile>) -> ConsulSettings {
                     .map_or("meshgate-discovery.json", |p| p.get_ref().as_str()),
             ),
         ),
+    }
+}
+
+/// `path`, `path_prefix` or `path_template` (at most one); `Prefix("/")` when none is given.
+fn route_path(cx: &mut Ctx<'_>, p: &str, f: &file::RouteFile) -> PathMatch {
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("path_prefix", &f.path_prefix),
+        ("path", &f.path),
+        ("path_template", &f.path_template),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    let (field, v) = match given.as_slice() {
+        [] => return PathMatch::Prefix("/".into()),
+        [one] => *one,
+        [_, (field, v), ..] => {
+            cx.err(
+                v.span(),
+                format!("{p}.{field}"),
+                "give one of 'path', 'path_prefix' and 'path_template'",
+            );
+            return PathMatch::Prefix("/".into());
+        }
+    };
+    let s = v.get_ref();
+    if field == "path_template" {
+        return match PathTemplate::parse(s) {
+            Ok(t) => PathMatch::Template(t),
+            Err(e) => {
+                cx.err(v.span(), format!("{p}.path_template"), e.to_string());
+                PathMatch::Prefix("/".into())
+            }
+        };
+    }
+    if !s.starts_with('/') {
+        cx.err(
+            v.span(),
+            format!("{p}.{field}"),
+            format!("'{s}' must start with '/'"),
+        );
+    }
+    if field == "path" {
+        PathMatch::Exact(s.clone())
+    } else {
+        PathMatch::Prefix(s.clone())
     }
 }

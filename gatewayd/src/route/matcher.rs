@@ -1,10 +1,12 @@
 //! One route's request conditions, and the path rewrite.
 
 use std::borrow::Cow;
+use std::cmp::Reverse;
 
 use http::header::HOST;
 use http::{HeaderMap, Method, Request};
 
+use super::template::SegmentRank;
 use crate::config::{HeaderMatch, PathMatch, Rewrite, RouteConfig};
 
 /// The conditions of one route other than its host.
@@ -13,15 +15,40 @@ pub struct Matcher {
     path: PathMatch,
     methods: Vec<Method>,
     headers: Vec<HeaderMatch>,
+    rank: Rank,
+}
+
+/// A route's specificity; smaller is more specific. Exact paths, then templates (compared segment
+/// by segment: literal, then partial, then whole `{name}`), then prefixes; longer paths first;
+/// routes with methods before those without; more header conditions first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Rank {
+    kind: u8,
+    len: Reverse<usize>,
+    segments: Vec<SegmentRank>,
+    any_method: bool,
+    headers: Reverse<usize>,
 }
 
 impl Matcher {
     /// Compiles a route's path, method and header conditions.
     pub fn new(route: &RouteConfig) -> Self {
+        let (kind, len, segments) = match &route.path {
+            PathMatch::Exact(p) => (0, p.len(), Vec::new()),
+            PathMatch::Template(t) => (1, 0, t.rank()),
+            PathMatch::Prefix(p) => (2, p.len(), Vec::new()),
+        };
         Self {
             path: route.path.clone(),
             methods: route.methods.clone(),
             headers: route.headers.clone(),
+            rank: Rank {
+                kind,
+                len: Reverse(len),
+                segments,
+                any_method: route.methods.is_empty(),
+                headers: Reverse(route.headers.len()),
+            },
         }
     }
 
@@ -35,9 +62,14 @@ impl Matcher {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
+            PathMatch::Template(t) => t.matches(path),
         };
-        path_ok
-            && (self.methods.is_empty() || self.methods.contains(method))
+        path_ok && self.matches_conditions(method, headers)
+    }
+
+    /// True when method and headers match (the path is checked elsewhere).
+    pub(super) fn matches_conditions(&self, method: &Method, headers: &HeaderMap) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
             && self
                 .headers
                 .iter()
@@ -49,17 +81,8 @@ impl Matcher {
     }
 
     /// Sort key: smaller is more specific.
-    pub(super) fn rank(&self) -> (u8, std::cmp::Reverse<usize>, u8, std::cmp::Reverse<usize>) {
-        let (kind, len) = match &self.path {
-            PathMatch::Exact(p) => (0, p.len()),
-            PathMatch::Prefix(p) => (1, p.len()),
-        };
-        (
-            kind,
-            std::cmp::Reverse(len),
-            u8::from(self.methods.is_empty()),
-            std::cmp::Reverse(self.headers.len()),
-        )
+    pub(super) fn rank(&self) -> &Rank {
+        &self.rank
     }
 }
 

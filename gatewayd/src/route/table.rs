@@ -6,10 +6,17 @@
 //! list. A request looks at one segment list and the generic list and keeps the better match by
 //! (rank, declaration order), so match cost does not grow with the number of routes on other
 //! segments.
+//!
+//! Path templates go into a segment trie per host bucket: a node's literal children are a hash
+//! map, its pattern children (`{}.json`, then `{}`) a short list in specificity order. The walk
+//! tries the literal child first and backtracks to the patterns, so the first route found is the
+//! most specific template; each node is visited at most once per request, and the cost follows
+//! the path's depth, not the number of templates.
 
 use http::Request;
 
 use super::matcher::{host_of, Matcher};
+use super::template::{Pattern, Segment};
 use crate::config::{HostMatch, PathMatch, RouteConfig};
 use crate::fxhash::FxHashMap;
 
@@ -28,10 +35,23 @@ pub struct RouteTable {
 struct Bucket {
     by_segment: FxHashMap<Box<str>, Vec<usize>>,
     generic: Vec<usize>,
+    templates: Node,
+}
+
+/// A template trie node: the routes whose template ends here, and the next segment's children.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    routes: Vec<usize>,
+    literal: FxHashMap<Box<str>, Node>,
+    /// Sorted by specificity (more literal bytes first, whole `{name}` last).
+    patterns: Vec<(Pattern, Node)>,
 }
 
 impl Bucket {
     fn push(&mut self, i: usize, route: &RouteConfig) {
+        if let PathMatch::Template(t) = &route.path {
+            return self.templates.insert(i, t.segments());
+        }
         match route_segment(&route.path) {
             Some(seg) => self.by_segment.entry(seg.into()).or_default().push(i),
             None => self.generic.push(i),
@@ -40,9 +60,67 @@ impl Bucket {
 
     fn sort(&mut self, matchers: &[Matcher]) {
         // Stable sorts: equal ranks keep declaration order.
-        let by_rank = |v: &mut Vec<usize>| v.sort_by_key(|&i| matchers[i].rank());
+        let by_rank =
+            |v: &mut Vec<usize>| v.sort_by(|&a, &b| matchers[a].rank().cmp(matchers[b].rank()));
         self.by_segment.values_mut().for_each(by_rank);
         by_rank(&mut self.generic);
+        self.templates.sort(matchers);
+    }
+}
+
+// === impl Node ===
+
+impl Node {
+    fn insert(&mut self, i: usize, segments: &[Segment]) {
+        let Some((first, rest)) = segments.split_first() else {
+            return self.routes.push(i);
+        };
+        let child = match first {
+            Segment::Literal(l) => self.literal.entry(l.clone()).or_default(),
+            Segment::Pattern(p) => {
+                let at = match self
+                    .patterns
+                    .iter()
+                    .position(|(q, _)| q.shape() == p.shape())
+                {
+                    Some(at) => at,
+                    None => {
+                        self.patterns.push((p.clone(), Node::default()));
+                        self.patterns.len() - 1
+                    }
+                };
+                &mut self.patterns[at].1
+            }
+        };
+        child.insert(i, rest);
+    }
+
+    fn sort(&mut self, matchers: &[Matcher]) {
+        self.routes
+            .sort_by(|&a, &b| matchers[a].rank().cmp(matchers[b].rank()));
+        self.patterns.sort_by_key(|(p, _)| p.rank());
+        self.literal.values_mut().for_each(|n| n.sort(matchers));
+        self.patterns.iter_mut().for_each(|(_, n)| n.sort(matchers));
+    }
+
+    /// The first route (in specificity order) whose template matches `rest`, the part of the
+    /// path after this node's segments (`/seg…`, or empty at the end), and for which `ok` holds.
+    fn find(&self, rest: &str, ok: &impl Fn(usize) -> bool) -> Option<usize> {
+        let Some(after) = rest.strip_prefix('/') else {
+            return self.routes.iter().copied().find(|&i| ok(i));
+        };
+        let (seg, tail) = after.find('/').map_or((after, ""), |e| after.split_at(e));
+        if let Some(i) = self.literal.get(seg).and_then(|n| n.find(tail, ok)) {
+            return Some(i);
+        }
+        self.patterns
+            .iter()
+            .filter(|(p, _)| p.matches(seg))
+            .find_map(|(_, n)| n.find(tail, ok))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.literal.is_empty() && self.patterns.is_empty()
     }
 }
 
@@ -54,6 +132,8 @@ fn route_segment(path: &PathMatch) -> Option<&str> {
             let rest = p.strip_prefix('/')?;
             rest.find('/').map(|end| &rest[..end])
         }
+        // Templates live in the bucket's trie.
+        PathMatch::Template(_) => None,
     }
 }
 
@@ -106,19 +186,26 @@ impl RouteTable {
                 .copied()
                 .find(|&i| self.matchers[i].matches(method, path, headers))
         };
+        let conditions = |i: usize| self.matchers[i].matches_conditions(method, headers);
+        let better = |x: Option<usize>, y: Option<usize>| match (x, y) {
+            (Some(x), Some(y)) => Some(
+                if (self.matchers[x].rank(), x) <= (self.matchers[y].rank(), y) {
+                    x
+                } else {
+                    y
+                },
+            ),
+            (x, y) => x.or(y),
+        };
         let best = |b: &Bucket| {
             let a = b.by_segment.get(seg).and_then(|ids| hit(ids));
             let g = hit(&b.generic);
-            match (a, g) {
-                (Some(x), Some(y)) => Some(
-                    if (self.matchers[x].rank(), x) <= (self.matchers[y].rank(), y) {
-                        x
-                    } else {
-                        y
-                    },
-                ),
-                (x, y) => x.or(y),
-            }
+            let t = if b.templates.is_empty() {
+                None
+            } else {
+                b.templates.find(path, &conditions)
+            };
+            better(better(a, g), t)
         };
         // Without host conditions the host is not even looked at.
         if let Some(host) = self.reads_host().then(|| host_of(req)).flatten() {

@@ -46,6 +46,7 @@ trait RouteExt {
     fn host(self, h: &str) -> Self;
     fn prefix(self, p: &str) -> Self;
     fn exact(self, p: &str) -> Self;
+    fn template(self, t: &str) -> Self;
     fn methods(self, m: &[Method]) -> Self;
     fn header(self, name: &'static str, value: Option<&str>) -> Self;
 }
@@ -61,6 +62,10 @@ impl RouteExt for RouteConfig {
     }
     fn prefix(mut self, p: &str) -> Self {
         self.path = PathMatch::Prefix(p.into());
+        self
+    }
+    fn template(mut self, t: &str) -> Self {
+        self.path = PathMatch::Template(crate::route::PathTemplate::parse(t).unwrap());
         self
     }
     fn exact(mut self, p: &str) -> Self {
@@ -187,6 +192,60 @@ fn exact_path_beats_longer_prefix_beats_shorter_prefix() {
     assert_eq!(matched(&routes, &get("/z", None)), Some("root"));
     // The query is not part of the path.
     assert_eq!(matched(&routes, &get("/api?x=1", None)), Some("api-exact"));
+}
+
+#[test]
+fn literal_segment_beats_a_template_and_templates_are_exact() {
+    let routes = [
+        route("root").prefix("/"),
+        route("apps").prefix("/applications/"),
+        route("app").template("/applications/{id}"),
+        route("me").template("/applications/@me"),
+        route("app-cmds").template("/applications/{id}/commands"),
+        route("call").template("/Calls/{Sid}.json"),
+        route("call-any").template("/Calls/{Sid}"),
+        route("call-exact").exact("/Calls/CA1.json"),
+    ];
+    let m = |p: &str| matched(&routes, &get(p, None));
+    assert_eq!(m("/applications/@me"), Some("me"));
+    assert_eq!(m("/applications/42"), Some("app"));
+    assert_eq!(m("/applications/42/commands"), Some("app-cmds"));
+    // A path no template describes falls to the prefix here; without one it gets no route.
+    assert_eq!(m("/applications/42/other"), Some("apps"));
+    assert_eq!(m("/Calls/CA2.json"), Some("call"));
+    assert_eq!(m("/Calls/CA2.xml"), Some("call-any"));
+    assert_eq!(m("/Calls/CA1.json"), Some("call-exact"));
+    assert_eq!(m("/Calls/CA2.json?x=1"), Some("call"));
+    let only_templates = [route("app").template("/applications/{id}")];
+    assert_eq!(
+        matched(&only_templates, &get("/applications/1/x", None)),
+        None
+    );
+    assert_eq!(matched(&only_templates, &get("/applications/", None)), None);
+    assert_eq!(matched(&only_templates, &get("/applications", None)), None);
+}
+
+#[test]
+fn template_routes_with_methods_backtrack_to_a_less_specific_template() {
+    let routes = [
+        route("get-pet")
+            .template("/pets/{id}")
+            .methods(&[Method::GET]),
+        route("del-pet")
+            .template("/pets/{id}")
+            .methods(&[Method::DELETE]),
+        route("find")
+            .template("/pets/findByStatus")
+            .methods(&[Method::GET]),
+        route("any")
+            .template("/{kind}/{id}")
+            .methods(&[Method::POST]),
+    ];
+    let m = |method: Method, p: &str| matched(&routes, &req(method, p, None, &[]));
+    assert_eq!(m(Method::GET, "/pets/findByStatus"), Some("find"));
+    assert_eq!(m(Method::DELETE, "/pets/findByStatus"), Some("del-pet"));
+    assert_eq!(m(Method::POST, "/pets/findByStatus"), Some("any"));
+    assert_eq!(m(Method::PUT, "/pets/1"), None);
 }
 
 #[test]
@@ -476,22 +535,87 @@ const REQ_HOSTS: [&str; 7] = [
     "EXAMPLE.COM:1",
     "other.org",
 ];
-const REQ_PATHS: [&str; 8] = ["/", "/a", "/a/", "/a/b", "/ab", "/abc", "/b", "/c"];
+const TEMPLATES: [&str; 9] = [
+    "/{x}",
+    "/a/{x}",
+    "/{x}/b",
+    "/a/{x}.j",
+    "/a/{x}.{y}",
+    "/{x}b",
+    "/a/b",
+    "/{x}/{y}",
+    "/a/{x}/",
+];
+const REQ_PATHS: [&str; 14] = [
+    "/", "/a", "/a/", "/a/b", "/ab", "/abc", "/b", "/c", "/a/b.j", "/a/x.j", "/x/b", "/a/.j",
+    "/a/x/", "/a/x.y.j",
+];
+
+/// Whole-path match of a template, written independently of `PathTemplate`: `{name}` takes one
+/// or more bytes other than `/`, everything else matches itself.
+fn template_matches(t: &str, p: &str) -> bool {
+    match t.strip_prefix('{') {
+        Some(rest) => {
+            let rest = &rest[rest.find('}').unwrap() + 1..];
+            (1..=p.len())
+                .take_while(|&n| !p[..n].contains('/'))
+                .any(|n| template_matches(rest, &p[n..]))
+        }
+        None => match (t.chars().next(), p.chars().next()) {
+            (None, None) => true,
+            (Some(a), Some(b)) if a == b => template_matches(&t[1..], &p[1..]),
+            _ => false,
+        },
+    }
+}
+
+/// Per segment: literal (0), partial with more literal bytes first (1), whole `{name}` (2); the
+/// shape with names removed breaks ties.
+fn template_rank(t: &str) -> Vec<(u8, Reverse<usize>, String)> {
+    t[1..]
+        .split('/')
+        .map(|seg| {
+            if !seg.contains('{') {
+                return (0, Reverse(seg.len()), seg.to_string());
+            }
+            let mut shape = String::new();
+            let mut in_name = false;
+            for c in seg.chars() {
+                match c {
+                    '{' => {
+                        in_name = true;
+                        shape.push_str("{}");
+                    }
+                    '}' => in_name = false,
+                    c if !in_name => shape.push(c),
+                    _ => {}
+                }
+            }
+            let literal = shape.len() - 2 * seg.matches('{').count();
+            (if literal == 0 { 2 } else { 1 }, Reverse(literal), shape)
+        })
+        .collect()
+}
 
 fn arb_route() -> impl Strategy<Value = RouteConfig> {
     (
         proptest::option::of(prop::sample::select(&HOSTS[..])),
-        any::<bool>(),
+        0..3u8,
         prop::sample::select(&PATHS[..]),
+        prop::sample::select(&TEMPLATES[..]),
         prop::sample::subsequence(vec![Method::GET, Method::POST], 0..=2),
         prop::sample::subsequence(
             vec![("x-a", None), ("x-a", Some("1")), ("x-b", None)],
             0..=2,
         ),
     )
-        .prop_map(|(host, exact, path, methods, headers)| {
+        .prop_map(|(host, kind, path, template, methods, headers)| {
             let mut r = route("r").methods(&methods);
-            r = if exact { r.exact(path) } else { r.prefix(path) };
+            r = match kind {
+                0 => r.exact(path),
+                1 => r.prefix(path),
+                _ => r.template(template),
+            };
             if let Some(h) = host {
                 r = r.host(h);
             }
@@ -558,8 +682,8 @@ impl Req {
 }
 
 /// Filters every route that matches, then takes the minimum of the documented precedence:
-/// host class (exact, longest suffix, none), exact path, longer path, has methods, more headers,
-/// declaration order.
+/// host class (exact, longest suffix, none), exact path / template / prefix, longer path,
+/// template segments (literal, partial, whole), has methods, more headers, declaration order.
 fn reference(routes: &[RouteConfig], r: &Req) -> Option<usize> {
     let host = r.host();
     let matches = |rt: &RouteConfig| {
@@ -572,6 +696,7 @@ fn reference(routes: &[RouteConfig], r: &Req) -> Option<usize> {
         let path_ok = match &rt.path {
             PathMatch::Exact(p) => p == r.path,
             PathMatch::Prefix(p) => r.path.starts_with(p.as_str()),
+            PathMatch::Template(t) => template_matches(t.as_str(), r.path),
         };
         let method_ok = rt.methods.is_empty() || rt.methods.contains(&r.method);
         let headers_ok = rt.headers.iter().all(|h| {
@@ -592,14 +717,16 @@ fn reference(routes: &[RouteConfig], r: &Req) -> Option<usize> {
             Some(HostMatch::Suffix(s)) => (1, Reverse(s.len())),
             None => (2, Reverse(0)),
         };
-        let (kind, len) = match &rt.path {
-            PathMatch::Exact(p) => (0, p.len()),
-            PathMatch::Prefix(p) => (1, p.len()),
+        let (kind, len, segments) = match &rt.path {
+            PathMatch::Exact(p) => (0, p.len(), Vec::new()),
+            PathMatch::Template(t) => (1, 0, template_rank(t.as_str())),
+            PathMatch::Prefix(p) => (2, p.len(), Vec::new()),
         };
         (
             host,
             kind,
             Reverse(len),
+            segments,
             rt.methods.is_empty(),
             Reverse(rt.headers.len()),
             i,
