@@ -15,6 +15,7 @@ mod canary;
 mod consul;
 mod flip;
 mod history;
+pub mod import;
 mod output;
 mod routes;
 mod stats;
@@ -42,7 +43,9 @@ Exit codes:
   1  failed (unknown route, unauthorized, a canary guard tripped or was interrupted)
   2  usage (bad arguments, or the gateway rejected the request body)
   3  conflict (the weights changed meanwhile: expected revision mismatch)
-  4  unreachable (a gateway could not be reached; the others' answers are still printed)";
+  4  unreachable (a gateway could not be reached; the others' answers are still printed)
+  5  import openapi --diff: the config would change
+  6  import openapi --strict: something of the description was not mapped";
 
 /// Which gateways to talk to, and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -93,6 +96,9 @@ pub enum Command {
     Reload,
     /// Print the Prometheus metrics of the first gateway.
     Metrics,
+    /// Write routes from an API description (offline: no gateway is contacted).
+    #[command(subcommand)]
+    Import(import::ImportCmd),
 }
 
 /// Builds one client per admin URL, reading the token as documented in [`AFTER_HELP`]. With
@@ -146,6 +152,7 @@ pub async fn run(cmd: Command, target: &Target, clients: Vec<AdminClient>) -> an
         Command::Canary(a) => canary::canary(&clients, &a, json).await,
         Command::Status => routes::status(&clients, json).await,
         Command::Reload => routes::reload(&clients, json).await,
+        Command::Import(cmd) => import::run(cmd, json),
         Command::Metrics => {
             let text = first_ok(&clients, |c| async move { c.metrics().await }).await?;
             print!("{text}");

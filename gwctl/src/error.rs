@@ -7,6 +7,8 @@
 //! | 2 | usage (bad arguments, or the gateway rejected the request body with 400) |
 //! | 3 | conflict (the weights changed under us: expected revision mismatch) |
 //! | 4 | unreachable (a gateway could not be reached) |
+//! | 5 | `import openapi --diff`: the config would change |
+//! | 6 | `import openapi --strict`: something of the description was not mapped |
 
 use gatewayd::admin::model::ApiError;
 
@@ -20,6 +22,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONFLICT: u8 = 3;
 /// Exit code: a gateway was unreachable.
 pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code: `import openapi --diff` found changes.
+pub const EXIT_CHANGES: u8 = 5;
+/// Exit code: `import openapi --strict` left something unmapped.
+pub const EXIT_NOT_MAPPED: u8 = 6;
 
 /// What can go wrong talking to one gateway's admin API.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,6 +82,12 @@ pub enum CliError {
     /// Some gateways could not be reached (exit 4); the others' answers were printed.
     #[error("{0}")]
     Unreachable(String),
+    /// `import openapi --diff`: this many routes would change (exit 5).
+    #[error("{0} route(s) would change")]
+    Changes(usize),
+    /// `import openapi --strict`: this many items were not mapped (exit 6).
+    #[error("{0} item(s) of the description not mapped (see above)")]
+    NotMapped(usize),
     /// An admin API call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -126,6 +138,8 @@ impl CliError {
             CliError::Failed(_) => EXIT_FAILED,
             CliError::Conflict(_) => EXIT_CONFLICT,
             CliError::Unreachable(_) => EXIT_UNREACHABLE,
+            CliError::Changes(_) => EXIT_CHANGES,
+            CliError::NotMapped(_) => EXIT_NOT_MAPPED,
             CliError::Client(e) => e.exit_code(),
         }
     }

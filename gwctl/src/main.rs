@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod error;
 mod format;
+mod openapi;
 mod rollout;
 #[cfg(test)]
 mod test_fixtures;
@@ -44,6 +45,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Offline commands need no gateway (nor a token).
+        if let Some(cli::Command::Import(cmd)) = args.command {
+            return cli::import::run(cmd, args.target.json);
+        }
         let clients = cli::connect(&args.target).await?;
         match args.command {
             None => tui::run(clients).await,

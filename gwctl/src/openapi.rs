@@ -1,0 +1,254 @@
+//! OpenAPI 3.0 / 3.1 → meshgate routes (`gwctl import openapi`): one route per operation (path +
+//! method), servers' base path honoured, `x-meshgate-*` extensions carried over as far as the
+//! config can express them. Nothing here does I/O: the command in `cli/import.rs` reads files and
+//! prints.
+//!
+//! What cannot be mapped is never dropped silently: it becomes a [`Unmapped`] entry naming the
+//! operation, which the command prints on stderr.
+
+use serde_json::Value;
+
+mod diff;
+mod extensions;
+mod render;
+mod spec;
+
+#[cfg(test)]
+mod tests;
+
+pub use diff::{diff, RouteChange};
+pub use render::render;
+pub use spec::{parse_document, Document};
+
+/// What went wrong reading a description; the import stops.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Neither JSON nor YAML.
+    #[error("not JSON or YAML: {0}")]
+    Syntax(String),
+    /// `openapi` missing or not 3.0.x / 3.1.x (Swagger 2.0 included).
+    #[error("not an OpenAPI 3.0 or 3.1 description (openapi: {0})")]
+    Version(String),
+    /// `paths` missing or empty.
+    #[error("the description has no paths")]
+    NoPaths,
+}
+
+/// One route made from one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedRoute {
+    /// Unique route name (from `operationId`, else method and path).
+    pub name: String,
+    /// Full path: prefix + server base path + the spec's path.
+    pub path: String,
+    /// True when `path` has `{name}` parameters (written as `path_template`).
+    pub templated: bool,
+    /// Upper-case method.
+    pub method: String,
+    /// The operation as the spec writes it, for messages: `GET /pets/{id}`.
+    pub operation: String,
+    /// Policies the extensions map to (names of `[policies.*]`); empty until the config has them.
+    pub policies: Vec<String>,
+}
+
+/// Something of the description that did not become (part of) a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmapped {
+    /// Where: `GET /pets/{id}`, or a path, or `servers`.
+    pub at: String,
+    /// What and why.
+    pub reason: String,
+}
+
+/// Routes and what was left out.
+#[derive(Debug, Clone, Default)]
+pub struct Import {
+    /// Routes in a stable order (the description's path order, then method order).
+    pub routes: Vec<ImportedRoute>,
+    /// Everything not mapped, in the same order.
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// Import options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Prepended to every path (`/v1`); empty for none.
+    pub prefix: String,
+}
+
+/// The methods OpenAPI path items may hold, in the order routes are written.
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Builds routes from a parsed description.
+pub fn import(doc: &Document, opts: &Options) -> Import {
+    let mut out = Import::default();
+    let mut names = Names::default();
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    let root_base = spec::base_path(doc.root.get("servers"), "servers", &mut out.unmapped);
+    if doc.root.get("webhooks").is_some_and(|w| !is_empty(w)) {
+        out.unmapped.push(Unmapped {
+            at: "webhooks".into(),
+            reason: "webhooks are calls the API makes, not routes: skipped".into(),
+        });
+    }
+    for (path, item) in doc.paths() {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        if item.contains_key("$ref") {
+            out.unmapped.push(Unmapped {
+                at: path.clone(),
+                reason: "path item '$ref' is not followed: no routes for this path".into(),
+            });
+            continue;
+        }
+        let path_base = match item.get("servers") {
+            Some(s) => spec::base_path(Some(s), &format!("{path} servers"), &mut out.unmapped),
+            None => root_base.clone(),
+        };
+        let path_ext = extensions::of(item);
+        for method in METHODS {
+            let Some(op) = item.get(method).and_then(Value::as_object) else {
+                continue;
+            };
+            let operation = format!("{} {path}", method.to_ascii_uppercase());
+            let base = match op.get("servers") {
+                Some(s) => spec::base_path(Some(s), &operation, &mut out.unmapped),
+                None => path_base.clone(),
+            };
+            let full = join(&[&opts.prefix, &base, path]);
+            let templated = full.contains(['{', '}']);
+            if templated {
+                if let Err(e) = gatewayd::route::PathTemplate::parse(&full) {
+                    out.unmapped.push(Unmapped {
+                        at: operation,
+                        reason: format!("path is not a meshgate template: {e}"),
+                    });
+                    continue;
+                }
+            }
+            let shape = shape_of(&full);
+            let method_uc = method.to_ascii_uppercase();
+            if let Some((_, _, other)) =
+                seen.iter().find(|(s, m, _)| *s == shape && *m == method_uc)
+            {
+                out.unmapped.push(Unmapped {
+                    at: operation.clone(),
+                    reason: format!(
+                        "matches the same requests as route '{other}' (declared first): not \
+                         reachable, skipped"
+                    ),
+                });
+                continue;
+            }
+            let op_id = op.get("operationId").and_then(Value::as_str);
+            let name = names.unique(op_id, method, path);
+            seen.push((shape, method_uc.clone(), name.clone()));
+            let op_ext = extensions::of(op);
+            let mapped = extensions::map(&path_ext, &op_ext);
+            for (ext, reason) in mapped.unmapped {
+                out.unmapped.push(Unmapped {
+                    at: operation.clone(),
+                    reason: format!("{}: {reason}", ext.key()),
+                });
+            }
+            out.routes.push(ImportedRoute {
+                name,
+                path: full,
+                templated,
+                method: method_uc,
+                operation,
+                policies: mapped.policies,
+            });
+        }
+    }
+    out
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+/// Joins path pieces with exactly one `/` between them; the result starts with `/`.
+fn join(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        let p = p.trim_end_matches('/');
+        if p.is_empty() {
+            continue;
+        }
+        if !p.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(p);
+    }
+    // The spec's own path keeps a trailing slash if it has one (`/pets/` is not `/pets`).
+    if parts.last().is_some_and(|l| l.ends_with('/')) || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// The path with parameter names removed: two templates of one shape match the same requests.
+fn shape_of(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_name = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_name = true;
+                out.push_str("{}");
+            }
+            '}' => in_name = false,
+            c if !in_name => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Unique, valid route names, stable for a given description.
+#[derive(Debug, Default)]
+struct Names {
+    used: std::collections::HashSet<String>,
+}
+
+impl Names {
+    fn unique(&mut self, op_id: Option<&str>, method: &str, path: &str) -> String {
+        let base = match op_id.map(sanitize).filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => sanitize(&format!("{method}-{path}")),
+        };
+        let mut base: String = base.chars().take(120).collect();
+        if base.is_empty() {
+            base = method.to_string();
+        }
+        let mut name = base.clone();
+        let mut n = 2;
+        while !self.used.insert(name.clone()) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        name
+    }
+}
+
+/// Keeps `[A-Za-z0-9_.-]`, turns runs of anything else into one `-`, trims `-` at the ends.
+fn sanitize(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
