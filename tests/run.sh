@@ -36,6 +36,16 @@ if ! cmp -s tests/python/requirements.txt .venv/.meshgate-requirements.txt; then
     -r tests/python/requirements.txt
   cp tests/python/requirements.txt .venv/.meshgate-requirements.txt
 fi
+echo "== GitHub's REST description (npm @octokit/openapi: the OpenAPI import case imports it)"
+# Into .cache/openapi (git-ignored); npm is only asked when the pinned version is not there.
+OCTOKIT_OPENAPI=23.0.2
+if ! grep -qs "\"version\": \"$OCTOKIT_OPENAPI\"" \
+    .cache/openapi/node_modules/@octokit/openapi/package.json; then
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+  mkdir -p .cache/openapi
+  npm install --prefix .cache/openapi --no-save --no-audit --no-fund --silent \
+    "@octokit/openapi@$OCTOKIT_OPENAPI"
+fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -16,6 +16,7 @@ mod cases {
     pub mod lifecycle;
     pub mod limits;
     pub mod observability;
+    pub mod openapi_import;
     pub mod policies;
     pub mod proxying;
     pub mod registration;
