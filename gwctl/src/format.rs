@@ -133,6 +133,10 @@ mod tests {
         let routes = crate::test_fixtures::routes();
         assert_eq!(route_match(&routes[0]), "api.example.com/api/*");
         assert_eq!(route_match(&routes[1]), "/* GET,HEAD");
+        // A template is shown as written, without the prefix's `*`.
+        let mut t = routes[1].clone();
+        (t.path, t.path_kind) = ("/pets/{id}".into(), "template".into());
+        assert_eq!(route_match(&t), "/pets/{id} GET,HEAD");
         assert_eq!(
             route_match(&routes[2]),
             "shop.example.com/checkout POST [x-tenant]"

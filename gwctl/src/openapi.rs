@@ -120,16 +120,20 @@ pub fn import(doc: &Document, opts: &Options) -> Import {
             };
             let full = join(&[&opts.prefix, &base, path]);
             let templated = full.contains(['{', '}']);
-            if templated {
-                if let Err(e) = gatewayd::route::PathTemplate::parse(&full) {
-                    out.unmapped.push(Unmapped {
-                        at: operation,
-                        reason: format!("path is not a meshgate template: {e}"),
-                    });
-                    continue;
+            let shape = if templated {
+                match gatewayd::route::PathTemplate::parse(&full) {
+                    Ok(t) => t.shape(),
+                    Err(e) => {
+                        out.unmapped.push(Unmapped {
+                            at: operation,
+                            reason: format!("path is not a meshgate template: {e}"),
+                        });
+                        continue;
+                    }
                 }
-            }
-            let shape = shape_of(&full);
+            } else {
+                full.clone()
+            };
             let method_uc = method.to_ascii_uppercase();
             if let Some((_, _, other)) =
                 seen.iter().find(|(s, m, _)| *s == shape && *m == method_uc)
@@ -192,24 +196,6 @@ fn join(parts: &[&str]) -> String {
     // The spec's own path keeps a trailing slash if it has one (`/pets/` is not `/pets`).
     if parts.last().is_some_and(|l| l.ends_with('/')) || out.is_empty() {
         out.push('/');
-    }
-    out
-}
-
-/// The path with parameter names removed: two templates of one shape match the same requests.
-fn shape_of(path: &str) -> String {
-    let mut out = String::new();
-    let mut in_name = false;
-    for c in path.chars() {
-        match c {
-            '{' => {
-                in_name = true;
-                out.push_str("{}");
-            }
-            '}' => in_name = false,
-            c if !in_name => out.push(c),
-            _ => {}
-        }
     }
     out
 }

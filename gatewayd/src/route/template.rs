@@ -106,6 +106,20 @@ impl PathTemplate {
         out.into_iter()
     }
 
+    /// The template with parameter names removed (`/pets/{}`, `/Calls/{}.json`): two templates of
+    /// one shape match the same paths.
+    pub fn shape(&self) -> String {
+        let segs: Vec<&str> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => &**l,
+                Segment::Pattern(p) => p.shape(),
+            })
+            .collect();
+        format!("/{}", segs.join("/"))
+    }
+
     /// True when `path` (without query) has this template's shape.
     pub fn matches(&self, path: &str) -> bool {
         let Some(rest) = path.strip_prefix('/') else {
@@ -271,6 +285,7 @@ mod tests {
         assert!(t.matches("/v/1.2.3-x"));
         assert!(!t.matches("/v/1-x"));
         assert_eq!(t.params().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(t.shape(), "/v/{}.{}-x");
     }
 
     #[test]
