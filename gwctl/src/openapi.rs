@@ -35,7 +35,7 @@ pub enum ImportError {
 }
 
 /// One route made from one operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportedRoute {
     /// Unique route name (from `operationId`, else method and path).
     pub name: String,
@@ -47,8 +47,10 @@ pub struct ImportedRoute {
     pub method: String,
     /// The operation as the spec writes it, for messages: `GET /pets/{id}`.
     pub operation: String,
-    /// Policies the extensions map to (names of `[policies.*]`); empty until the config has them.
+    /// Policies the extensions map to (names of `[policies.*]`).
     pub policies: Vec<String>,
+    /// `[policies.*]` tables written for inline extensions.
+    pub generated: Vec<extensions::Generated>,
 }
 
 /// Something of the description that did not become (part of) a route.
@@ -67,6 +69,25 @@ pub struct Import {
     pub routes: Vec<ImportedRoute>,
     /// Everything not mapped, in the same order.
     pub unmapped: Vec<Unmapped>,
+}
+
+// === impl Import ===
+
+impl Import {
+    /// Policy names the routes use that the import does not write (from `x-meshgate-policies` or
+    /// an extension given as a name), each with the first operation using it, in first-use order.
+    pub fn named_policies(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in &self.routes {
+            for p in &r.policies {
+                let generated = r.generated.iter().any(|g| g.name == *p);
+                if !generated && !out.iter().any(|(n, _)| n == p) {
+                    out.push((p.clone(), r.operation.clone()));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Import options.
@@ -151,7 +172,7 @@ pub fn import(doc: &Document, opts: &Options) -> Import {
             let name = names.unique(op_id, method, path);
             seen.push((shape, method_uc.clone(), name.clone()));
             let op_ext = extensions::of(op);
-            let mapped = extensions::map(&path_ext, &op_ext);
+            let mapped = extensions::map(&path_ext, &op_ext, &name);
             for (ext, reason) in mapped.unmapped {
                 out.unmapped.push(Unmapped {
                     at: operation.clone(),
@@ -165,6 +186,7 @@ pub fn import(doc: &Document, opts: &Options) -> Import {
                 method: method_uc,
                 operation,
                 policies: mapped.policies,
+                generated: mapped.generated,
             });
         }
     }
@@ -212,7 +234,8 @@ impl Names {
             Some(s) => s,
             None => sanitize(&format!("{method}-{path}")),
         };
-        let mut base: String = base.chars().take(120).collect();
+        // Room for `-rate-limit` and a counter within the 128 bytes of a name.
+        let mut base: String = base.chars().take(100).collect();
         if base.is_empty() {
             base = method.to_string();
         }

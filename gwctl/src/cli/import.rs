@@ -82,9 +82,27 @@ fn openapi_cmd(a: &OpenapiArgs, json: bool) -> anyhow::Result<()> {
         a.service
     );
     let toml = openapi::render(&import.routes, &a.service, &header);
+    // Named policies are the config's to define: say so once per name, and stand one in for each
+    // while validating.
+    let named = import.named_policies();
+    for (name, first) in &named {
+        eprintln!(
+            "note: routes use policy '{name}' (first: {first}): the config must define \
+             [policies.{name}]"
+        );
+    }
+    let stand_ins: String = named
+        .iter()
+        .map(|(n, _)| {
+            format!(
+                "[policies.{}]\nkind = \"rate_limit\"\nrate = \"1/s\"\n",
+                toml::Value::String(n.clone())
+            )
+        })
+        .collect();
     // The output must pass `gatewayd check`: validate it beside a stand-in service.
     let check = format!(
-        "[services.{}]\nendpoints = [\"127.0.0.1:1\"]\n{toml}",
+        "[services.{}]\nendpoints = [\"127.0.0.1:1\"]\n{stand_ins}{toml}",
         toml::Value::String(a.service.clone())
     );
     let parsed = gatewayd::config::from_str(&check, "import.toml").map_err(|e| {

@@ -77,6 +77,9 @@ fn summary(r: &RouteConfig) -> String {
     if !headers.is_empty() {
         s.push_str(&format!(" headers {}", headers.join(",")));
     }
+    if !r.policies.is_empty() {
+        s.push_str(&format!(" policies {}", r.policies.join(",")));
+    }
     s.push_str(&format!(" -> {}", backends.join(",")));
     s
 }

@@ -20,14 +20,13 @@ pub enum Extension {
     Cors,
 }
 
-/// How an extension becomes config today.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mapping {
-    /// The config cannot express it yet; the reason is reported.
-    NotYet(&'static str),
-    /// It becomes these policy names on the route.
-    #[allow(dead_code)] // Used once the config has policies (issue 12).
-    Policies(Vec<String>),
+/// A `[policies.NAME]` table the import writes for an inline extension.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// `<route>-rate-limit` or `<route>-cors`.
+    pub name: String,
+    /// The table's keys, `kind` first.
+    pub table: toml::Table,
 }
 
 /// Extensions found on one path item or operation, in [`Extension`] order.
@@ -36,8 +35,10 @@ pub type Found = Vec<(Extension, Value)>;
 /// What the extensions of one operation became.
 #[derive(Debug, Clone, Default)]
 pub struct Mapped {
-    /// Policy names for the route.
+    /// Policy names for the route, in the order: named, then generated rate limit and CORS.
     pub policies: Vec<String>,
+    /// Policies written for inline extensions.
+    pub generated: Vec<Generated>,
     /// Extensions not mapped, with the reason.
     pub unmapped: Vec<(Extension, String)>,
 }
@@ -55,6 +56,15 @@ impl Extension {
             Self::Cors => "x-meshgate-cors",
         }
     }
+
+    /// `kind` of the policy an inline extension becomes, and the suffix of its name.
+    fn kind(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Policies => None,
+            Self::RateLimit => Some(("rate_limit", "rate-limit")),
+            Self::Cors => Some(("cors", "cors")),
+        }
+    }
 }
 
 /// The meshgate extensions of a path item or operation object.
@@ -64,8 +74,14 @@ pub fn of(obj: &Map<String, Value>) -> Found {
         .collect()
 }
 
-/// Maps an operation's extensions, the operation's own replacing the path item's of one kind.
-pub fn map(path: &Found, op: &Found) -> Mapped {
+/// Maps an operation's extensions (the operation's own replacing the path item's of one kind)
+/// for the route named `route`:
+/// - `x-meshgate-policies: [a, b]` (or one name) attaches those `[policies.*]` as written; the
+///   config must define them;
+/// - `x-meshgate-rate-limit` / `x-meshgate-cors` as a name attach that policy; as an object they
+///   become a `[policies.<route>-rate-limit]` / `[policies.<route>-cors]` table with those keys,
+///   checked by gatewayd's own validation: one it refuses is reported and left out.
+pub fn map(path: &Found, op: &Found, route: &str) -> Mapped {
     let mut out = Mapped::default();
     for ext in ALL {
         let value = op
@@ -74,24 +90,63 @@ pub fn map(path: &Found, op: &Found) -> Mapped {
             .find(|(e, _)| *e == ext)
             .map(|(_, v)| v);
         let Some(value) = value else { continue };
-        match mapping(ext, value) {
-            Mapping::NotYet(reason) => out
-                .unmapped
-                .push((ext, format!("not mapped yet: {reason}"))),
-            Mapping::Policies(names) => out.policies.extend(names),
+        match (value, ext.kind()) {
+            (Value::String(name), _) => out.policies.push(name.clone()),
+            (Value::Array(names), None) => {
+                for n in names {
+                    match n.as_str() {
+                        Some(n) => out.policies.push(n.to_string()),
+                        None => out
+                            .unmapped
+                            .push((ext, format!("{n} is not a policy name: left out"))),
+                    }
+                }
+            }
+            (Value::Object(keys), Some((kind, suffix))) => {
+                match generate(keys, kind, &format!("{route}-{suffix}")) {
+                    Ok(g) => {
+                        out.policies.push(g.name.clone());
+                        out.generated.push(g);
+                    }
+                    Err(reason) => out.unmapped.push((ext, reason)),
+                }
+            }
+            (other, _) => out.unmapped.push((
+                ext,
+                format!("{other} is neither a policy name nor a table of its keys: left out"),
+            )),
         }
     }
     out
 }
 
-/// The one place that decides how an extension maps onto the config.
-fn mapping(ext: Extension, value: &Value) -> Mapping {
-    let _ = value;
-    match ext {
-        Extension::Policies => Mapping::NotYet("routes have no 'policies' in the config yet"),
-        Extension::RateLimit => {
-            Mapping::NotYet("the config has no rate_limit policy yet (issue 12)")
+/// A policy table from an inline extension, validated as gatewayd would.
+fn generate(keys: &Map<String, Value>, kind: &str, name: &str) -> Result<Generated, String> {
+    let mut table = toml::Table::new();
+    table.insert("kind".into(), toml::Value::String(kind.into()));
+    for (k, v) in keys {
+        let v = toml::Value::try_from(v).map_err(|e| format!("'{k}': {e}: left out"))?;
+        table.insert(k.clone(), v);
+    }
+    let g = Generated {
+        name: name.to_string(),
+        table,
+    };
+    let src = format!(
+        "[services.s]\nendpoints = [\"127.0.0.1:1\"]\n{}",
+        super::render::policy_table(&g)
+    );
+    match gatewayd::config::from_str(&src, "x") {
+        Ok(_) => Ok(g),
+        Err(e) => {
+            let reasons: Vec<String> =
+                e.0.iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect();
+            Err(format!(
+                "refused by validation: {}: left out",
+                reasons.join("; ")
+            ))
         }
-        Extension::Cors => Mapping::NotYet("the config has no cors policy yet (issue 12)"),
     }
 }

@@ -20,7 +20,9 @@ fn petstore(prefix: &str) -> Import {
 /// The rendered routes beside a service, through gatewayd's own validation.
 fn validate(routes: &[ImportedRoute]) -> gatewayd::config::Config {
     let toml = render(routes, "petstore", "test");
-    let src = format!("[services.petstore]\nendpoints = [\"127.0.0.1:1\"]\n{toml}");
+    let src = format!(
+        "[services.petstore]\nendpoints = [\"127.0.0.1:1\"]\n[policies.api-jwt]\nkind = \"rate_limit\"\nrate = \"9/s\"\n{toml}"
+    );
     gatewayd::config::from_str(&src, "import.toml").unwrap_or_else(|e| panic!("{e}\n{src}"))
 }
 
@@ -52,23 +54,29 @@ fn prefix_comes_before_the_base_path() {
 }
 
 #[test]
-fn extensions_are_reported_per_operation_never_dropped() {
+fn extensions_become_policies_and_what_cannot_is_reported() {
     let i = petstore("");
-    let at = |op: &str| -> Vec<String> {
-        i.unmapped
-            .iter()
-            .filter(|u| u.at == op)
-            .map(|u| u.reason.clone())
-            .collect()
-    };
-    let get = at("GET /pet/{petId}");
-    assert_eq!(get.len(), 2, "{get:?}");
-    assert!(get[0].starts_with("x-meshgate-policies: not mapped yet"));
-    assert!(get[1].starts_with("x-meshgate-cors: not mapped yet"));
-    // The path item's CORS applies to every operation of the path.
-    assert_eq!(at("DELETE /pet/{petId}").len(), 1);
-    assert!(at("POST /pet")[0].starts_with("x-meshgate-rate-limit: not mapped yet"));
-    assert!(at("GET /store/inventory").is_empty());
+    let route = |n: &str| i.routes.iter().find(|r| r.name == n).unwrap();
+    // Named policies as written, then the path item's inline CORS.
+    assert_eq!(route("getPetById").policies, ["api-jwt", "getPetById-cors"]);
+    // The path item's CORS applies to every operation of the path, each its own table.
+    assert_eq!(route("deletePet").policies, ["deletePet-cors"]);
+    let rl = &route("addPet").generated[0];
+    assert_eq!(rl.name, "addPet-rate-limit");
+    assert_eq!(rl.table["rate"].as_str(), Some("5/s"));
+    assert_eq!(rl.table["burst"].as_integer(), Some(10));
+    assert_eq!(
+        i.named_policies(),
+        [("api-jwt".to_string(), "GET /pet/{petId}".to_string())]
+    );
+    // A claim key needs a jwt policy: reported with gatewayd's reason, the route kept without it.
+    assert_eq!(i.unmapped.len(), 1, "{:?}", i.unmapped);
+    assert_eq!(i.unmapped[0].at, "POST /store/order");
+    assert!(i.unmapped[0]
+        .reason
+        .starts_with("x-meshgate-rate-limit: refused by validation"));
+    assert!(route("placeOrder").policies.is_empty());
+    assert!(route("getInventory").policies.is_empty());
 }
 
 #[test]

@@ -109,9 +109,9 @@ fn fill(template: &str) -> String {
 /// Starts a gateway on the imported routes, sends every sample and checks that each reached the
 /// origin with its method and path, that each route counted exactly one request, and that paths
 /// outside the description get 404.
-async fn routes_every_operation(toml: &str, svc: &str, outside: &[&str]) {
+async fn routes_every_operation(toml: &str, svc: &str, extra: &str, outside: &[&str]) -> Gateway {
     let origin = Origin::start(svc).await;
-    let body = format!("{}{toml}", service(svc, &[&origin], "round_robin"));
+    let body = format!("{}{extra}{toml}", service(svc, &[&origin], "round_robin"));
     check(&body);
     let gw = Gateway::start(&body).unwrap();
     let http = client();
@@ -173,6 +173,7 @@ async fn routes_every_operation(toml: &str, svc: &str, outside: &[&str]) {
             .sum();
         assert_eq!(n, 1, "route {} counted {n} requests", r["route"]);
     }
+    gw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,23 +181,52 @@ async fn petstore_import_checks_and_routes_every_operation() {
     trace_init();
     let run = import(&fixture("petstore-v3.yaml"), "petstore", &[]).await;
     run.expect_code(0);
-    // The extensions are reported operation by operation, never dropped silently.
+    // What cannot be mapped is reported operation by operation, never dropped silently; named
+    // policies are the config's to define.
     for line in [
-        "not mapped: POST /pet: x-meshgate-rate-limit: not mapped yet",
-        "not mapped: GET /pet/{petId}: x-meshgate-policies: not mapped yet",
-        "not mapped: DELETE /pet/{petId}: x-meshgate-cors: not mapped yet",
+        "not mapped: POST /store/order: x-meshgate-rate-limit: refused by validation",
+        "note: routes use policy 'api-jwt' (first: GET /pet/{petId})",
     ] {
         assert!(run.stderr.contains(line), "stderr lacks {line:?}:\n{run}");
     }
     assert_eq!(run.stdout.matches("[[routes]]").count(), 19);
     let json = import(&fixture("petstore-v3.json"), "petstore", &[]).await;
     same_routes(&json.stdout, &run.stdout);
-    routes_every_operation(
+    let gw = routes_every_operation(
         &run.stdout,
         "petstore",
+        "[policies.api-jwt]\nkind = \"rate_limit\"\nrate = \"1000/s\"\nkey = \"route\"\n\n",
         &["/api/v3/pet/1/other", "/api/v3/pets", "/api/v3/", "/pet/1"],
     )
     .await;
+    // The extensions became policies: the path item's CORS on GET /pet/{petId} …
+    let http = client();
+    let resp = http
+        .get(gw.url("/api/v3/pet/7"))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    // … and POST /pet's rate limit (5/s, burst 10): back-to-back requests meet a 429 with the
+    // RateLimit headers (however slow the machine, as long as it beats 5 requests a second).
+    let mut limited = None;
+    for i in 0..200 {
+        let r = http.post(gw.url("/api/v3/pet")).send().await.unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("ratelimit-policy"), "{r:?}");
+            limited = Some(i);
+            break;
+        }
+    }
+    assert!(
+        limited.is_some_and(|i| i >= 9),
+        "429 after {limited:?} requests"
+    );
 
     // --strict: the same output, exit 6 because of the extensions.
     let strict = import(&fixture("petstore-v3.yaml"), "petstore", &["--strict"]).await;
@@ -222,7 +252,7 @@ async fn petstore_diff_against_an_existing_config() {
     run.expect_code(0);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("gatewayd.toml");
-    let svc = "[services.petstore]\nendpoints = [\"127.0.0.1:1\"]\n";
+    let svc = "[services.petstore]\nendpoints = [\"127.0.0.1:1\"]\n[policies.api-jwt]\nkind = \"rate_limit\"\nrate = \"9/s\"\n";
     // The import itself: nothing would change.
     std::fs::write(&cfg, format!("{svc}{}", run.stdout)).unwrap();
     let same = import(
@@ -318,6 +348,7 @@ async fn github_rest_description_imports_checks_and_routes_every_operation() {
     routes_every_operation(
         &run.stdout,
         "github",
+        "",
         &[
             "/repos/p0/p1/not-an-endpoint",
             "/repos/p0",
