@@ -1,11 +1,9 @@
 //! `x-meshgate-policies`, `x-meshgate-rate-limit`, `x-meshgate-cors` on a path item or an
 //! operation (the operation's win over the path's for the same key).
 //!
-//! The config has no `[policies]` yet, so [`mapping`] says "not mapped yet" for every kind and
-//! each one is reported per operation. When policies land, `mapping` returns
-//! [`Mapping::Policies`] (named policies attached as written, inline rate limits and CORS rules
-//! turned into generated `[policies.*]` tables) and the renderer writes `policies = [...]`: the
-//! walk, the reporting and the renderer do not change.
+//! Named policies are attached as written; inline tables become generated `[policies.*]` tables,
+//! each checked by gatewayd's own validation so that the output always validates. A new policy
+//! kind is one more [`Extension`] and its `kind()`.
 
 use serde_json::{Map, Value};
 
