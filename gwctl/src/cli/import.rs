@@ -115,7 +115,12 @@ fn openapi_cmd(a: &OpenapiArgs, json: bool) -> anyhow::Result<()> {
         Some(path) => {
             let config = gatewayd::config::load(path)
                 .map_err(|e| CliError::Failed(format!("--diff config rejected:\n{e}")))?;
-            let changes = openapi::diff(&config.routes, &parsed.routes, &a.service);
+            let generated: Vec<String> = import
+                .routes
+                .iter()
+                .flat_map(|r| r.generated.iter().map(|g| g.name.clone()))
+                .collect();
+            let changes = openapi::diff(&config, &parsed, &generated, &a.service);
             print_changes(&changes, json)?;
             if !changes.is_empty() {
                 return Err(CliError::Changes(changes.len()).into());

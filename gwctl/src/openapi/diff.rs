@@ -6,7 +6,7 @@
 //! (host, path, methods, headers) or where it sends differs — timeouts and retries set by hand in
 //! the config are not the import's business.
 
-use gatewayd::config::RouteConfig;
+use gatewayd::config::{Config, RouteConfig};
 
 /// One difference, by route name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +19,52 @@ pub enum RouteChange {
     Changed(String, String, String),
 }
 
+impl RouteChange {
+    /// The route's name.
+    pub fn route(&self) -> &str {
+        match self {
+            Self::Added(n) | Self::Removed(n) | Self::Changed(n, ..) => n,
+        }
+    }
+}
+
 /// Differences between the config's routes for `service` and the imported ones, in the import's
-/// order, then the removed ones in the config's order.
-pub fn diff(config: &[RouteConfig], imported: &[RouteConfig], service: &str) -> Vec<RouteChange> {
+/// order, then the removed ones in the config's order. A route whose policy tables written by
+/// the import (`generated`) differ from the config's tables of those names is changed too.
+pub fn diff(
+    config: &Config,
+    imported: &Config,
+    generated: &[String],
+    service: &str,
+) -> Vec<RouteChange> {
+    let mut out = diff_routes(&config.routes, &imported.routes, service);
+    for new in &imported.routes {
+        if out.iter().any(|c| c.route() == new.name) {
+            continue;
+        }
+        let Some(old) = config.routes.iter().find(|r| r.name == new.name) else {
+            continue;
+        };
+        for p in new.policies.iter().filter(|p| generated.contains(p)) {
+            let (before, after) = (config.policies.get(p), imported.policies.get(p));
+            if before != after {
+                out.push(RouteChange::Changed(
+                    old.name.clone(),
+                    format!("[policies.{p}] {:?}", before.map(|b| &b.kind)),
+                    format!("[policies.{p}] {:?}", after.map(|a| &a.kind)),
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn diff_routes(
+    config: &[RouteConfig],
+    imported: &[RouteConfig],
+    service: &str,
+) -> Vec<RouteChange> {
     let ours: Vec<&RouteConfig> = config
         .iter()
         .filter(|r| !r.backends.is_empty() && r.backends.iter().all(|b| b.service == service))

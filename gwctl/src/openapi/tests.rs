@@ -148,7 +148,7 @@ fn versions_other_than_3_0_and_3_1_are_refused() {
 #[test]
 fn diff_reports_added_removed_and_changed_routes_of_the_service_only() {
     let i = petstore("");
-    let imported = validate(&i.routes).routes;
+    let imported = validate(&i.routes);
     let config = gatewayd::config::from_str(
         r#"[services.petstore]
 endpoints = ["127.0.0.1:1"]
@@ -181,7 +181,7 @@ backends = [{ name = "other", weight = 1 }]
         "c.toml",
     )
     .unwrap();
-    let changes = diff(&config.routes, &imported, "petstore");
+    let changes = diff(&config, &imported, &[], "petstore");
     assert_eq!(
         changes
             .iter()
@@ -200,5 +200,14 @@ backends = [{ name = "other", weight = 1 }]
     assert!(!changes
         .iter()
         .any(|c| matches!(c, RouteChange::Changed(n, ..) if n == "logoutUser")));
-    assert!(diff(&imported, &imported, "petstore").is_empty());
+    assert!(diff(&imported, &imported, &[], "petstore").is_empty());
+    // A generated policy table that differs makes its route changed.
+    let mut edited = imported.clone();
+    let rl = "addPet-rate-limit".to_string();
+    edited.policies.remove(&rl);
+    let changes = diff(&edited, &imported, std::slice::from_ref(&rl), "petstore");
+    assert!(
+        matches!(&changes[..], [RouteChange::Changed(n, before, _)] if n == "addPet" && before.contains("None")),
+        "{changes:?}"
+    );
 }
