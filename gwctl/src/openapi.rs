@@ -6,7 +6,9 @@
 //! What cannot be mapped is never dropped silently: it becomes a [`Unmapped`] entry naming the
 //! operation, which the command prints on stderr.
 
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
 
 mod diff;
 mod extensions;
@@ -104,93 +106,110 @@ const METHODS: [&str; 8] = [
 
 /// Builds routes from a parsed description.
 pub fn import(doc: &Document, opts: &Options) -> Import {
-    let mut out = Import::default();
-    let mut names = Names::default();
-    let mut seen: Vec<(String, String, String)> = Vec::new();
-    let root_base = spec::base_path(doc.root.get("servers"), "servers", &mut out.unmapped);
+    let mut b = Builder {
+        out: Import::default(),
+        names: Names::default(),
+        seen: HashMap::new(),
+    };
+    let root_base = spec::base_path(doc.root.get("servers"), "servers", &mut b.out.unmapped);
     if doc.root.get("webhooks").is_some_and(|w| !is_empty(w)) {
-        out.unmapped.push(Unmapped {
-            at: "webhooks".into(),
-            reason: "webhooks are calls the API makes, not routes: skipped".into(),
-        });
+        b.unmapped(
+            "webhooks",
+            "webhooks are calls the API makes, not routes: skipped".into(),
+        );
     }
     for (path, item) in doc.paths() {
         let Some(item) = item.as_object() else {
             continue;
         };
         if item.contains_key("$ref") {
-            out.unmapped.push(Unmapped {
-                at: path.clone(),
-                reason: "path item '$ref' is not followed: no routes for this path".into(),
-            });
+            let reason = "path item '$ref' is not followed: no routes for this path";
+            b.unmapped(path, reason.into());
             continue;
         }
         let path_base = match item.get("servers") {
-            Some(s) => spec::base_path(Some(s), &format!("{path} servers"), &mut out.unmapped),
+            Some(s) => spec::base_path(Some(s), &format!("{path} servers"), &mut b.out.unmapped),
             None => root_base.clone(),
         };
         let path_ext = extensions::of(item);
         for method in METHODS {
-            let Some(op) = item.get(method).and_then(Value::as_object) else {
-                continue;
-            };
-            let operation = format!("{} {path}", method.to_ascii_uppercase());
-            let base = match op.get("servers") {
-                Some(s) => spec::base_path(Some(s), &operation, &mut out.unmapped),
-                None => path_base.clone(),
-            };
-            let full = join(&[&opts.prefix, &base, path]);
-            let templated = full.contains(['{', '}']);
-            let shape = if templated {
-                match gatewayd::route::PathTemplate::parse(&full) {
-                    Ok(t) => t.shape(),
-                    Err(e) => {
-                        out.unmapped.push(Unmapped {
-                            at: operation,
-                            reason: format!("path is not a meshgate template: {e}"),
-                        });
-                        continue;
-                    }
-                }
-            } else {
-                full.clone()
-            };
-            let method_uc = method.to_ascii_uppercase();
-            if let Some((_, _, other)) =
-                seen.iter().find(|(s, m, _)| *s == shape && *m == method_uc)
-            {
-                out.unmapped.push(Unmapped {
-                    at: operation.clone(),
-                    reason: format!(
-                        "matches the same requests as route '{other}' (declared first): not \
-                         reachable, skipped"
-                    ),
-                });
-                continue;
+            if let Some(op) = item.get(method).and_then(Value::as_object) {
+                b.operation(opts, path, &path_base, &path_ext, method, op);
             }
-            let op_id = op.get("operationId").and_then(Value::as_str);
-            let name = names.unique(op_id, method, path);
-            seen.push((shape, method_uc.clone(), name.clone()));
-            let op_ext = extensions::of(op);
-            let mapped = extensions::map(&path_ext, &op_ext, &name);
-            for (ext, reason) in mapped.unmapped {
-                out.unmapped.push(Unmapped {
-                    at: operation.clone(),
-                    reason: format!("{}: {reason}", ext.key()),
-                });
-            }
-            out.routes.push(ImportedRoute {
-                name,
-                path: full,
-                templated,
-                method: method_uc,
-                operation,
-                policies: mapped.policies,
-                generated: mapped.generated,
-            });
         }
     }
-    out
+    b.out
+}
+
+/// The import under way: routes so far, names taken, and which (shape, method) each route took.
+struct Builder {
+    out: Import,
+    names: Names,
+    seen: HashMap<(String, String), String>,
+}
+
+impl Builder {
+    fn unmapped(&mut self, at: &str, reason: String) {
+        self.out.unmapped.push(Unmapped {
+            at: at.to_string(),
+            reason,
+        });
+    }
+
+    /// One operation → one route, or the reason it is not one.
+    fn operation(
+        &mut self,
+        opts: &Options,
+        path: &str,
+        path_base: &str,
+        path_ext: &extensions::Found,
+        method: &str,
+        op: &Map<String, Value>,
+    ) {
+        let method_uc = method.to_ascii_uppercase();
+        let operation = format!("{method_uc} {path}");
+        let base = match op.get("servers") {
+            Some(s) => spec::base_path(Some(s), &operation, &mut self.out.unmapped),
+            None => path_base.to_string(),
+        };
+        let full = join(&[&opts.prefix, &base, path]);
+        let templated = full.contains(['{', '}']);
+        let shape = if templated {
+            match gatewayd::route::PathTemplate::parse(&full) {
+                Ok(t) => t.shape(),
+                Err(e) => {
+                    return self
+                        .unmapped(&operation, format!("path is not a meshgate template: {e}"))
+                }
+            }
+        } else {
+            full.clone()
+        };
+        let key = (shape, method_uc.clone());
+        if let Some(other) = self.seen.get(&key) {
+            let reason = format!(
+                "matches the same requests as route '{other}' (declared first): not reachable, \
+                 skipped"
+            );
+            return self.unmapped(&operation, reason);
+        }
+        let op_id = op.get("operationId").and_then(Value::as_str);
+        let name = self.names.unique(op_id, method, path);
+        self.seen.insert(key, name.clone());
+        let mapped = extensions::map(path_ext, &extensions::of(op), &name);
+        for (ext, reason) in mapped.unmapped {
+            self.unmapped(&operation, format!("{}: {reason}", ext.key()));
+        }
+        self.out.routes.push(ImportedRoute {
+            name,
+            path: full,
+            templated,
+            method: method_uc,
+            operation,
+            policies: mapped.policies,
+            generated: mapped.generated,
+        });
+    }
 }
 
 fn is_empty(v: &Value) -> bool {
