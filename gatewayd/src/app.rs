@@ -548,6 +548,7 @@ impl App {
                     ListenerMode::Tls(certs.terminator())
                 }
                 None if l.redirect_https => ListenerMode::RedirectHttps,
+                None if l.proxy_protocol => ListenerMode::ProxyProtocol,
                 None => ListenerMode::Plain,
             };
             let first = bind_listener(l.addr).map_err(|source| StartError::Bind {
@@ -567,6 +568,7 @@ impl App {
                 ListenerMode::Plain => "http",
                 ListenerMode::Tls(_) => "https",
                 ListenerMode::RedirectHttps => "redirect-https",
+                ListenerMode::ProxyProtocol => "http+proxy-protocol",
             };
             tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, "listening");
             listen_addrs.push(addr);

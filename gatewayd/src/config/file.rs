@@ -94,6 +94,7 @@ pub(super) struct ListenerFile {
     pub name: Option<Spanned<String>>,
     pub tls: Option<Spanned<ListenerTlsFile>>,
     pub redirect_https: Option<Spanned<bool>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

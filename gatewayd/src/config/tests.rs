@@ -78,6 +78,7 @@ fn docs_example_parses_with_every_value() {
             addr: addr("127.0.0.1:8080"),
             tls: None,
             redirect_https: false,
+            proxy_protocol: false,
         }]
     );
     assert_eq!(c.admin.addr, addr("127.0.0.1:9901"));
@@ -194,6 +195,7 @@ fn defaults_are_applied_to_a_minimal_file() {
             addr: addr(LISTENER),
             tls: None,
             redirect_https: false,
+            proxy_protocol: false,
         }]
     );
     assert_eq!(c.admin.addr, addr(ADMIN));

@@ -208,6 +208,9 @@ pub struct ListenerConfig {
     /// Cleartext listener that answers every request with `308` to the same host and path on
     /// `https://` instead of proxying (never set together with `tls`).
     pub redirect_https: bool,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client, sent
+    /// by an L4 balancer in front; one without it is closed (cleartext listeners only, for now).
+    pub proxy_protocol: bool,
 }
 
 /// Oldest TLS version a listener accepts (nothing older than 1.2 is ever offered).

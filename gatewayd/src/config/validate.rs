@@ -294,6 +294,18 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             Some(r) => *r.get_ref(),
             None => false,
         };
+        let proxy_protocol = match &l.proxy_protocol {
+            Some(p) if *p.get_ref() && (l.tls.is_some() || redirect_https) => {
+                cx.err(
+                    p.span(),
+                    format!("listeners[{i}].proxy_protocol"),
+                    "a PROXY header before TLS or on a redirect listener is not implemented yet",
+                );
+                false
+            }
+            Some(p) => *p.get_ref(),
+            None => false,
+        };
         if let Some(addr) = socket_addr(cx, &l.address, &field) {
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
                 cx.err(l.address.span(), field, format!("{addr} is listed twice"));
@@ -303,6 +315,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 addr,
                 tls,
                 redirect_https,
+                proxy_protocol,
             });
         }
     }
@@ -313,6 +326,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 addr,
                 tls: None,
                 redirect_https: false,
+                proxy_protocol: false,
             });
         }
     }

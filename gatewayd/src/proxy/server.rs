@@ -28,6 +28,8 @@ pub enum ListenerMode {
     Tls(Terminator),
     /// Cleartext; every request is answered with a 308 to the same host and path on https.
     RedirectHttps,
+    /// Cleartext after a PROXY protocol header naming the client (an L4 balancer in front).
+    ProxyProtocol,
 }
 
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so every worker (and a new
@@ -230,6 +232,18 @@ async fn accept_loop(
                     drop(live);
                 });
             }
+            ListenerMode::ProxyProtocol => {
+                tokio::spawn(async move {
+                    if let Some((io, info)) = proxy_header(stream, peer, &w).await {
+                        if let Some((io, pre)) =
+                            super::h1::serve(io, &info, &w, &mut shutdown).await
+                        {
+                            serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+                        }
+                    }
+                    drop(live);
+                });
+            }
         }
     }
     drop(listener);
@@ -283,6 +297,59 @@ where
         // (a protocol violation, a reset, a connection dropped mid-frame).
         tracing::debug!(error = %e, "connection ended with error");
         metrics.count_client_fault(ClientFault::Protocol);
+    }
+}
+
+/// How long a balancer may take to send its PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the PROXY protocol header a connection starts with: the client it names (the peer for
+/// `LOCAL` / `UNKNOWN`) and the stream with what followed the header put back. A connection
+/// without a valid header within the timeout is closed and counted as the client's protocol
+/// error.
+async fn proxy_header(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    w: &Worker,
+) -> Option<(Rewind<tokio::net::TcpStream>, ConnInfo)> {
+    use super::proxy_protocol::{parse, Source};
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = bytes::BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match parse(&buf) {
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("closed before a PROXY header".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let found = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err("no PROXY header in time".to_string()));
+    match found {
+        Ok((source, len)) => {
+            let client = match source {
+                Source::Client(a) => a,
+                Source::Local => peer,
+            };
+            let rest = buf.split_off(len).freeze();
+            let info = ConnInfo {
+                peer: client,
+                tls: false,
+            };
+            Some((Rewind::new(rest, stream), info))
+        }
+        Err(why) => {
+            tracing::debug!(%peer, error = %why, "connection without a PROXY header closed");
+            w.metrics.count_client_fault(ClientFault::Protocol);
+            None
+        }
     }
 }
 

@@ -148,3 +148,45 @@ async fn a_client_trickling_its_head_is_cut_off() {
         "{m}"
     );
 }
+
+/// A listener behind an L4 balancer (`proxy_protocol = true`): the client named by a PROXY v1
+/// or v2 header is the one upstreams see in `X-Forwarded-For`; a connection without the header
+/// is closed unanswered and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_headers_name_the_client() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "{}{}",
+        meshgate_e2e::harness::gateway::preamble(2).replace(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n"
+        ),
+        config(&o)
+    );
+    std::fs::write(dir.path().join("gatewayd.toml"), body).unwrap();
+    let gw = Gateway::start_in(dir.path()).unwrap();
+    let request = b"GET /h HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut v1 = b"PROXY TCP4 203.0.113.9 10.0.0.1 5555 80\r\n".to_vec();
+    v1.extend_from_slice(request);
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 7, 10, 0, 0, 1, 0x9c, 0x40, 0, 80]);
+    v2.extend_from_slice(request);
+    for (bytes, client) in [(v1, "203.0.113.9"), (v2, "198.51.100.7")] {
+        let got = exchange(&gw, &bytes).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        let body = got.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["headers"]["x-forwarded-for"], client, "{v}");
+    }
+    let got = exchange(&gw, request).await;
+    assert_eq!(got, "", "no PROXY header: closed unanswered");
+    let m = gw
+        .admin_get_text(&super::support::client(), "/metrics")
+        .await;
+    assert!(
+        m.contains("meshgate_client_errors_total{kind=\"protocol_error\"} 1"),
+        "{m}"
+    );
+}
