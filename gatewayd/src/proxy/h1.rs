@@ -201,6 +201,14 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         w.metrics.count_error(e);
         record(e.status().as_u16(), reached, log);
     };
+    // Every gateway-made error: recorded, then answered with the route's policy headers.
+    macro_rules! refuse {
+        ($e:expr, $reply:expr) => {{
+            let e = $e;
+            fail(&e, &reached, log.take());
+            return error_reply(io, &e, request_id.as_ref(), $reply, head_request, &extra).await;
+        }};
+    }
     // An unread body ends the connection; an HTTP/1.0 client is told it stays.
     let after_error = match (!head.keep_alive || body_pending, client_http10) {
         (true, _) => Reply::Close,
@@ -215,16 +223,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         Ok(())
     };
     if let Err(e) = filled {
-        fail(&e, &reached, log.take());
-        return error_reply(
-            io,
-            &e,
-            request_id.as_ref(),
-            Reply::Close,
-            head_request,
-            &extra,
-        )
-        .await;
+        refuse!(e, Reply::Close);
     }
     let (ri, bi) = match select(&snap, &head.req, start, &mut reached) {
         Ok(x) => x,
@@ -237,16 +236,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
                         .unwrap_or_default();
                 }
             }
-            fail(&e, &reached, log.take());
-            return error_reply(
-                io,
-                &e,
-                request_id.as_ref(),
-                after_error,
-                head_request,
-                &extra,
-            )
-            .await;
+            refuse!(e, after_error);
         }
     };
     let route = &snap.routes[ri];
@@ -293,16 +283,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         if n > max {
             // Refused before one byte of it is read; the unread body ends the connection.
             let e = ProxyError::BodyTooLarge(max);
-            fail(&e, &reached, log.take());
-            return error_reply(
-                io,
-                &e,
-                request_id.as_ref(),
-                Reply::Close,
-                head_request,
-                &extra,
-            )
-            .await;
+            refuse!(e, Reply::Close);
         }
     }
     backend.metrics.shard(w.id).start();
@@ -319,16 +300,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         new_request_id.as_ref(),
     );
     if let Err(e) = written {
-        fail(&e, &reached, log.take());
-        return error_reply(
-            io,
-            &e,
-            request_id.as_ref(),
-            after_error,
-            head_request,
-            &extra,
-        )
-        .await;
+        refuse!(e, after_error);
     }
     let waiting = AtomicBool::new(false);
     let out = Outgoing {
@@ -366,16 +338,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
     let (ex, answered) = match sent {
         Ok(x) => x,
         Err(e) => {
-            fail(&e, &reached, log.take());
-            return error_reply(
-                io,
-                &e,
-                request_id.as_ref(),
-                Reply::Close,
-                head_request,
-                &extra,
-            )
-            .await;
+            refuse!(e, Reply::Close);
         }
     };
     reached.answered = Some(answered);
@@ -392,16 +355,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
             addr,
             reason: "101 Switching Protocols to a request without Upgrade".into(),
         };
-        fail(&e, &reached, log.take());
-        return error_reply(
-            io,
-            &e,
-            request_id.as_ref(),
-            Reply::Close,
-            head_request,
-            &extra,
-        )
-        .await;
+        refuse!(e, Reply::Close);
     }
     record(status, &reached, log.take());
     if upgrade && status == 101 {
