@@ -5,6 +5,7 @@ mod body;
 mod client;
 mod error;
 mod h1;
+mod h2guard;
 mod headers;
 pub mod proxy_protocol;
 mod redirect;

@@ -2,7 +2,7 @@
 //! its own SO_REUSEPORT socket per listener, its own upstream pool and its own metrics shard.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 
 use super::error::ClientFault;
 use super::h1::Rewind;
+use super::h2guard::H2Guard;
 use super::{handle, ConnInfo, Upstreams, Worker};
 use crate::tls::{Alpn, Terminator};
 
@@ -279,10 +280,22 @@ where
         // nginx (128) and HAProxy (100) allow.
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let metrics = w.metrics.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let w = w.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &w, &info).await) }
+        async move {
+            if let Some(why) = malformed_h2(&req) {
+                // RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR
+                // (hyper resets the stream with the reason it finds in the error), and an
+                // intermediary never forwards it.
+                tracing::debug!(why, "malformed HTTP/2 request: stream reset");
+                w.metrics.count_client_fault(ClientFault::Malformed);
+                return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+            }
+            Ok(handle(req, &w, &info).await)
+        }
     });
+    let violated = Arc::new(AtomicBool::new(false));
+    let io = H2Guard::new(io, violated.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let r = tokio::select! {
@@ -292,10 +305,12 @@ where
             conn.await
         }
     };
-    if let Err(e) = r {
+    if let Err(e) = &r {
         // Upstream failures end requests, not this connection: an error here is the client's
         // (a protocol violation, a reset, a connection dropped mid-frame).
         tracing::debug!(error = %e, "connection ended with error");
+    }
+    if r.is_err() || violated.load(Ordering::Relaxed) {
         metrics.count_client_fault(ClientFault::Protocol);
     }
 }
@@ -351,6 +366,29 @@ async fn proxy_header(
             None
         }
     }
+}
+
+/// Why an HTTP/2 request is malformed in a way the `h2` crate lets through (RFC 9113 §8.1.1):
+/// a field value with leading or trailing whitespace (§8.2.1), a `host` naming another
+/// authority than `:authority` (§8.3.1), CONNECT without `:authority` (§8.5).
+fn malformed_h2<B>(req: &hyper::Request<B>) -> Option<&'static str> {
+    if req.version() != http::Version::HTTP_2 {
+        return None;
+    }
+    let padded = |v: &[u8]| matches!(v.first().zip(v.last()), Some((a, b)) if matches!(a, b' ' | b'\t') || matches!(b, b' ' | b'\t'));
+    if req.headers().values().any(|v| padded(v.as_bytes())) {
+        return Some("field value with leading or trailing whitespace");
+    }
+    let authority = req.uri().authority();
+    if let (Some(a), Some(host)) = (authority, req.headers().get(http::header::HOST)) {
+        if !a.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+            return Some("host differs from :authority");
+        }
+    }
+    if req.method() == http::Method::CONNECT && authority.is_none() {
+        return Some("CONNECT without :authority");
+    }
+    None
 }
 
 /// Streams an HTTP/2 client may have open at once on one connection.

@@ -189,8 +189,12 @@ async fn h2_conformance_suite_run_repeatedly_ejects_nothing() {
     );
     let gw = Gateway::start(&cfg).unwrap();
     let http = client();
-    for _ in 0..3 {
-        abuse::httpwg(gw.addr).await;
+    for run in 0..3 {
+        let (passed, total, failed) = abuse::httpwg(gw.addr).await;
+        eprintln!("httpwg run {run}: {passed}/{total}; failed: {failed:#?}");
+        // The target of issue 10 (HAProxy 2.6 scores 101 here); docs/request-path.md names the
+        // cases still failing and why.
+        assert!(passed >= 101, "{passed}/{total}; failed: {failed:#?}");
     }
     assert_unblamed(&gw, &http, "ok", true).await;
     let m = gw.admin_get_text(&http, "/metrics").await;

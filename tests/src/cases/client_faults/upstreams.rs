@@ -133,7 +133,8 @@ pub fn closed_port() -> SocketAddr {
 }
 
 /// Debian's nginx as the upstream, as users run it: one process (`master_process off`, so its
-/// PID is all there is to kill) serving `return 200` on loopback ports. The conformance
+/// PID is all there is to kill) serving `return 200` with a 13-byte body on loopback ports (the
+/// conformance suite's flow-control case needs at least five). The conformance
 /// suite's ejections were first seen with nginx behind the gateway; the harness origins do not
 /// reproduce them.
 pub struct Nginx {
@@ -154,7 +155,11 @@ impl Nginx {
         let addrs: Vec<SocketAddr> = (0..ports).map(|_| closed_port()).collect();
         let servers: String = addrs
             .iter()
-            .map(|a| format!("  server {{ listen {a}; location / {{ return 200 \"ok\\n\"; }} }}\n"))
+            .map(|a| {
+                format!(
+                    "  server {{ listen {a}; location / {{ return 200 \"hello, world\\n\"; }} }}\n"
+                )
+            })
             .collect();
         let p = dir.path().display();
         let conf = format!(
