@@ -25,4 +25,5 @@ mod cases {
     pub mod routing;
     pub mod support;
     pub mod tls;
+    pub mod tls_scan;
 }
