@@ -84,6 +84,9 @@ pub struct Worker {
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
+    /// The address the client connected to: the `Host` an HTTP/1.0 request without one is
+    /// forwarded with.
+    pub local: SocketAddr,
     /// True when the client connected over TLS.
     pub tls: bool,
 }
@@ -782,9 +785,15 @@ pub(crate) fn prepare<B>(
     }
     match proto {
         UpstreamProtocol::Http1 => {
+            let http10 = req.version() == http::Version::HTTP_10;
             *req.version_mut() = http::Version::HTTP_11;
-            let Some(host) = host else {
-                return Err(ProxyError::BadRequest("missing Host header"));
+            let host = match host {
+                Some(h) => h,
+                // RFC 9112 §3.2: HTTP/1.1 requires `Host`; an HTTP/1.0 request without one is
+                // forwarded naming the address it was sent to, as the client meant.
+                None if http10 => HeaderValue::from_str(&conn.local.to_string())
+                    .map_err(|_| ProxyError::BadRequest("missing Host header"))?,
+                None => return Err(ProxyError::BadRequest("missing Host header")),
             };
             // One `Host` already (the usual case) is left as it is: re-inserting costs a lookup.
             let h = req.headers_mut();

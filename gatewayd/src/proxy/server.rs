@@ -174,6 +174,8 @@ async fn accept_loop(
     drain: Duration,
 ) {
     let tracker = Arc::new(Tracker::default());
+    // The address clients connect to (asked per connection only for a wildcard bind).
+    let bound = listener.local_addr().ok();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -189,6 +191,10 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let local = match bound {
+            Some(a) if !a.ip().is_unspecified() => a,
+            _ => stream.local_addr().unwrap_or(peer),
+        };
         let w = worker.clone();
         let mut shutdown = shutdown.clone();
         let live = Live::new(&tracker);
@@ -196,7 +202,11 @@ async fn accept_loop(
         match &mode {
             ListenerMode::Plain => {
                 tokio::spawn(async move {
-                    let info = ConnInfo { peer, tls: false };
+                    let info = ConnInfo {
+                        peer,
+                        local,
+                        tls: false,
+                    };
                     if let Some((io, pre)) =
                         super::h1::serve(stream, &info, &w, &mut shutdown).await
                     {
@@ -208,7 +218,11 @@ async fn accept_loop(
             ListenerMode::Tls(t) => {
                 let t = t.clone();
                 tokio::spawn(async move {
-                    let info = ConnInfo { peer, tls: true };
+                    let info = ConnInfo {
+                        peer,
+                        local,
+                        tls: true,
+                    };
                     let accepted = tokio::select! {
                         a = t.accept(stream) => a,
                         _ = stopped(&mut shutdown) => None,
@@ -235,7 +249,7 @@ async fn accept_loop(
             }
             ListenerMode::ProxyProtocol => {
                 tokio::spawn(async move {
-                    if let Some((io, info)) = proxy_header(stream, peer, &w).await {
+                    if let Some((io, info)) = proxy_header(stream, peer, local, &w).await {
                         if let Some((io, pre)) =
                             super::h1::serve(io, &info, &w, &mut shutdown).await
                         {
@@ -325,6 +339,7 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 async fn proxy_header(
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     w: &Worker,
 ) -> Option<(Rewind<tokio::net::TcpStream>, ConnInfo)> {
     use super::proxy_protocol::{parse, Source};
@@ -356,6 +371,7 @@ async fn proxy_header(
             let rest = buf.split_off(len).freeze();
             let info = ConnInfo {
                 peer: client,
+                local,
                 tls: false,
             };
             Some((Rewind::new(rest, stream), info))

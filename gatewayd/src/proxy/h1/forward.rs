@@ -26,6 +26,8 @@ pub struct Additions<'a> {
     pub trusted: bool,
     /// A request id the gateway generated (the client's own is forwarded as received).
     pub new_request_id: Option<&'a HeaderValue>,
+    /// The address the client connected to (`Host` of an HTTP/1.0 request without one).
+    pub local: std::net::SocketAddr,
 }
 
 /// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
@@ -142,11 +144,24 @@ pub fn write_upstream_head(
         }
     }
     copy.flush(out);
+    let local_host;
     let host = match (host, authority) {
         (Some(h), _) => h,
         (None, Some(a)) => {
             put_field(out, b"host", a);
             a
+        }
+        // RFC 9112 §3.2: HTTP/1.1 requires `Host`; an HTTP/1.0 request without one is
+        // forwarded naming the address it was sent to, as the client meant.
+        (None, None) if head.req.version() == http::Version::HTTP_10 => {
+            use std::io::Write as _;
+            let at = out.len();
+            out.extend_from_slice(b"host: ");
+            let _ = write!(out, "{}", add.local);
+            out.extend_from_slice(b"\r\n");
+            // The value, for `X-Forwarded-Host` below (copied: `out` grows meanwhile).
+            local_host = out[at + 6..out.len() - 2].to_vec();
+            &local_host[..]
         }
         (None, None) => return Err(ProxyError::BadRequest("missing Host header")),
     };
@@ -212,6 +227,7 @@ pub(super) fn upstream_head(
         https: info.tls,
         trusted,
         new_request_id,
+        local: info.local,
     };
     write_upstream_head(out, head, fields, &add)
 }

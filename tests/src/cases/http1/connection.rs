@@ -121,3 +121,19 @@ async fn pipelined_requests_are_answered_in_order() {
     c.expect_closed().await;
     assert_eq!(o.hits(), 5);
 }
+
+/// HTTP/1.0 makes `Host` optional (`openssl s_time -www` and old probes send none): the request
+/// is forwarded naming the address it was sent to. HTTP/1.1 requires it (RFC 9112 §3.2): 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_without_host_is_forwarded_with_the_address_it_was_sent_to() {
+    trace_init();
+    let (_o, gw) = origin_behind_gateway().await;
+    let mut c = Wire::connect(gw.addr).await;
+    let r = c.ask("GET /no-host HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.head.text);
+    assert_eq!(r.json()["path"], "/no-host");
+    assert_eq!(r.json()["headers"]["host"], gw.addr.to_string());
+    let mut c = Wire::connect(gw.addr).await;
+    let r = c.ask("GET /no-host HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 400, "{}", r.head.text);
+}

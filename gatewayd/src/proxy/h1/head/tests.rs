@@ -157,6 +157,7 @@ fn plain(target: &str) -> Additions<'_> {
         https: false,
         trusted: false,
         new_request_id: None,
+        local: "127.0.0.1:80".parse().unwrap(),
     }
 }
 
@@ -196,6 +197,31 @@ fn upstream_heads_keep_end_to_end_lines_and_drop_hop_by_hop() {
 }
 
 #[test]
+fn an_http10_request_without_host_names_the_address_it_was_sent_to() {
+    let add = plain("/");
+    assert_eq!(
+        upstream(b"GET / HTTP/1.0\r\n\r\n", &add),
+        "GET / HTTP/1.1\r\nhost: 127.0.0.1:80\r\n\r\n"
+    );
+    let fwd = Additions {
+        forwarded_for: Some("10.1.2.3".parse().unwrap()),
+        ..add
+    };
+    assert!(upstream(b"GET / HTTP/1.0\r\n\r\n", &fwd)
+        .ends_with("x-forwarded-host: 127.0.0.1:80\r\n\r\n"));
+    // HTTP/1.1 requires it (RFC 9112 §3.2).
+    let mut fields = Vec::new();
+    let h = parse_request(
+        &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
+        &mut fields,
+    )
+    .unwrap()
+    .unwrap();
+    let e = write_upstream_head(&mut Vec::new(), &h, &fields, &add).unwrap_err();
+    assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+}
+
+#[test]
 fn adds_forwarding_fields_and_a_new_request_id() {
     let id = HeaderValue::from_static("abc");
     let mut add = Additions {
@@ -204,6 +230,7 @@ fn adds_forwarding_fields_and_a_new_request_id() {
         https: true,
         trusted: true,
         new_request_id: Some(&id),
+        local: "127.0.0.1:80".parse().unwrap(),
     };
     let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Forwarded-Host: front.example\r\nX-Request-Id: \r\n\r\n";
     // From a trusted proxy: its X-Forwarded-For is appended to, its -Proto and -Host kept.
@@ -315,6 +342,7 @@ mod props {
                 https: false,
                 trusted: false,
                 new_request_id: Some(&id),
+                local: "127.0.0.1:80".parse().unwrap(),
             };
             let mut out = Vec::new();
             if write_upstream_head(&mut out, &head, &parsed, &add).is_err() {
