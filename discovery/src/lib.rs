@@ -35,4 +35,4 @@ pub use consul::{Consistency, ConsulClient, ConsulConfig};
 pub use endpoint::{Endpoint, EndpointSet, Health, ServiceState, Source, Staleness};
 pub use error::{DiscoveryError, RetryClass};
 pub use register::{register_self, Registration};
-pub use watch::{CatalogWatcher, KvWatcher, ServiceWatcher};
+pub use watch::{CatalogWatcher, KvWatcher, ServiceWatcher, EMPTY_AFTER_OUTAGE_GRACE};

@@ -32,7 +32,10 @@ mod service;
 pub use catalog::{CatalogState, CatalogWatcher};
 pub use fleet::FleetWatcher;
 pub use kv::{KvEntry, KvState, KvWatcher};
-pub use service::{endpoints_from_entries, HealthFilter, ServiceWatchOptions, ServiceWatcher};
+pub use service::{
+    endpoints_from_entries, HealthFilter, ServiceWatchOptions, ServiceWatcher,
+    EMPTY_AFTER_OUTAGE_GRACE,
+};
 pub use tokio_util::sync::CancellationToken;
 
 /// Burst of the per-loop token bucket.
@@ -79,7 +82,13 @@ impl Pacer {
     }
 
     /// The delay before retrying after `err`.
+    ///
+    /// The index is forgotten too: the next read is immediate. Across an outage or a failover
+    /// the server may be another one (restarted empty, restored from a snapshot) that reaches
+    /// the very index we hold with other content, and a blocking read at that index would then
+    /// wait for a change that already happened.
     pub(crate) fn on_error(&mut self, err: &DiscoveryError) -> Duration {
+        self.index.reset();
         let next = self.backoff.next_delay();
         match err.retry_class() {
             RetryClass::Transient => next,

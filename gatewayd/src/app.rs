@@ -88,6 +88,8 @@ pub struct Control {
     endpoint_stats: EndpointStatsRegistry,
     /// Compiled policies and their state (rate-limit buckets), kept across reloads.
     pub policies: PolicyRegistry,
+    /// Set while Consul KV cannot be read: the weights last read keep serving.
+    weights_stale: Mutex<Option<discovery::Staleness>>,
     generation: AtomicU64,
     state: Mutex<State>,
 }
@@ -138,6 +140,7 @@ impl Control {
             tls: std::sync::OnceLock::new(),
             endpoint_stats,
             policies,
+            weights_stale: Mutex::new(None),
             generation: AtomicU64::new(1),
             state: Mutex::new(State { ..state }),
         })
@@ -365,6 +368,49 @@ impl Control {
 
     /// Replaces every route's weights with the state read from Consul KV; rebuilds and reports
     /// only when something changed.
+    /// Records whether the weights in Consul KV can be read; the weights last read keep
+    /// serving meanwhile (as the endpoints do in a Consul outage). Logged and announced when it
+    /// changes.
+    pub fn set_weights_staleness(&self, stale: Option<discovery::Staleness>) {
+        let mut cur = self.weights_stale.lock().unwrap_or_else(|e| e.into_inner());
+        match (cur.is_some(), &stale) {
+            (false, Some(s)) => {
+                tracing::warn!(error = %s.reason, "Consul KV unreachable: the last good weights keep serving");
+                self.events.emit(
+                    "weights_stale",
+                    None,
+                    None,
+                    format!(
+                        "Consul KV unreachable ({}): the last good weights keep serving",
+                        s.reason
+                    ),
+                );
+            }
+            (true, None) => {
+                tracing::info!("Consul KV readable again: weights follow it");
+                self.events.emit(
+                    "weights_fresh",
+                    None,
+                    None,
+                    "Consul KV readable again: weights follow it".to_string(),
+                );
+            }
+            _ => {}
+        }
+        self.metrics
+            .weights_stale
+            .store(u64::from(stale.is_some()), Relaxed);
+        *cur = stale;
+    }
+
+    /// Why the weights are stale (the last Consul KV error), if they are.
+    pub fn weights_staleness(&self) -> Option<discovery::Staleness> {
+        self.weights_stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn apply_kv_weights(&self, routes: BTreeMap<String, crate::weights::RouteWeights>) {
         let mut st = self.lock();
         let changed = st.weights.replace_from_kv(routes);

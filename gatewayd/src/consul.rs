@@ -345,12 +345,36 @@ impl ConsulLink {
         self.rt.spawn(async move {
             let mut rx = KvWatcher::new(link.client.clone(), prefix.clone()).spawn(token.clone());
             let mut last_good: BTreeMap<String, RouteWeights> = BTreeMap::new();
+            // A KV that comes back empty right after an outage (a server restarted empty or
+            // restored from an old snapshot) keeps the weights last read, reported stale, for
+            // the same grace as an emptied service: a flip is undone only by a write.
+            let mut was_stale = false;
+            let mut held: Option<discovery::Staleness> = None;
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     changed = rx.changed() => if changed.is_err() { return },
                 }
                 let st = rx.borrow_and_update().clone();
+                let emptied = st.stale.is_none()
+                    && st.index != 0
+                    && !last_good.is_empty()
+                    && !st.entries.keys().any(|k| k.starts_with(&prefix))
+                    && (was_stale || held.is_some());
+                was_stale = st.stale.is_some();
+                if emptied {
+                    let now = std::time::SystemTime::now();
+                    let h = held.get_or_insert_with(|| discovery::Staleness {
+                        since: now,
+                        reason: "Consul KV answered with no weights right after an outage; keeping the last good ones".to_string(),
+                    });
+                    if h.age(now) < discovery::EMPTY_AFTER_OUTAGE_GRACE {
+                        link.control.set_weights_staleness(Some(h.clone()));
+                        continue;
+                    }
+                }
+                held = None;
+                link.control.set_weights_staleness(st.stale.clone());
                 if st.index == 0 {
                     continue; // never loaded: keep what we have
                 }

@@ -187,6 +187,8 @@ pub struct Registry {
     pub reloads_ok: AtomicU64,
     /// Config reloads rejected.
     pub reloads_failed: AtomicU64,
+    /// 1 while Consul KV cannot be read and the last good weights serve.
+    pub weights_stale: AtomicU64,
     /// Process start, for uptime.
     pub started: SystemTime,
 }
@@ -208,6 +210,7 @@ impl Registry {
             ejected: Mutex::new(VecDeque::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            weights_stale: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }

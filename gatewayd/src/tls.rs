@@ -77,6 +77,9 @@ impl TlsError {
 /// The crypto provider every TLS configuration of the process uses (explicit: the process-wide
 /// default may be unset, or ambiguous when several providers are linked in).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc-rs")]
+    return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    #[cfg(not(feature = "aws-lc-rs"))]
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{after_error, unless_stopped, CancellationToken, Pacer};
 use crate::consul::{CheckStatus, ConsulClient, HealthQuery, IndexUpdate, ServiceEntry};
-use crate::endpoint::{Endpoint, EndpointSet, Health, ServiceState, Source};
+use crate::endpoint::{Endpoint, EndpointSet, Health, ServiceState, Source, Staleness};
 
 /// Which instances a service watch keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,11 +129,46 @@ impl ServiceWatcher {
     }
 }
 
+/// How long a service that had instances before a Consul outage keeps them when Consul comes
+/// back with none (a server restarted empty or restored from an old snapshot: agents register
+/// their services again at their next anti-entropy sync, within a minute or so).
+pub const EMPTY_AFTER_OUTAGE_GRACE: Duration = Duration::from_secs(120);
+
+/// The staleness reason while such a set is held.
+pub const HELD_REASON: &str =
+    "Consul answered with no instance right after an outage; keeping the last known set";
+
 /// Records a successful read: clears staleness, stamps `last_success`, swaps the set when it
 /// differs. Sends only when something a consumer acts on changed (or on the first success).
+///
+/// One exception: the first reads after an outage that find no instance where there were some
+/// keep the last known set, still marked stale, for [`EMPTY_AFTER_OUTAGE_GRACE`] (the set a
+/// restarted Consul has not been told again yet is not an instruction to fail every request).
 pub(crate) fn publish(tx: &watch::Sender<ServiceState>, set: Option<EndpointSet>, service: &str) {
     let now = SystemTime::now();
     tx.send_if_modified(|state| {
+        if let (Some(stale), Some(new)) = (&state.stale, &set) {
+            if new.is_empty() && !state.set.is_empty() {
+                let held_since = (stale.reason == HELD_REASON).then_some(stale.since);
+                match held_since {
+                    None => {
+                        tracing::warn!(service, grace = ?EMPTY_AFTER_OUTAGE_GRACE, "{HELD_REASON}");
+                        state.stale = Some(Staleness {
+                            since: now,
+                            reason: HELD_REASON.to_string(),
+                        });
+                        return true;
+                    }
+                    Some(since)
+                        if now.duration_since(since).unwrap_or_default()
+                            < EMPTY_AFTER_OUTAGE_GRACE =>
+                    {
+                        return false;
+                    }
+                    Some(_) => {} // the grace is over: Consul's answer stands
+                }
+            }
+        }
         let mut changed = state.stale.take().is_some() || state.last_success.is_none();
         state.last_success = Some(now);
         if let Some(set) = set.filter(|set| *state.set != *set) {

@@ -199,6 +199,14 @@ fn readyz(c: &Control) -> Resp {
         .into_iter()
         .filter_map(|t| t.error.map(|e| format!("listener {}: {e}", t.listener)))
         .collect();
+    let weights_errors: Vec<String> = c
+        .weights_staleness()
+        .map(|s| {
+            let age = s.age(std::time::SystemTime::now()).as_secs();
+            format!("Consul KV unreadable for {age} s: {}", s.reason)
+        })
+        .into_iter()
+        .collect();
     let r = Readiness {
         ready: !draining,
         draining,
@@ -206,6 +214,8 @@ fn readyz(c: &Control) -> Resp {
         config_errors: last.errors,
         tls_ok: tls_errors.is_empty(),
         tls_errors,
+        weights_ok: weights_errors.is_empty(),
+        weights_errors,
         generation: c.generation(),
     };
     // A rejected reload does not make the gateway unready: the previous config keeps serving,

@@ -351,6 +351,12 @@ pub struct Readiness {
     /// Why (each names the file).
     #[serde(default)]
     pub tls_errors: Vec<String>,
+    /// False while Consul KV cannot be read (the weights last read keep serving).
+    #[serde(default = "yes")]
+    pub weights_ok: bool,
+    /// The last Consul KV error and how long ago reads began to fail.
+    #[serde(default)]
+    pub weights_errors: Vec<String>,
     /// Snapshot generation.
     pub generation: u64,
 }

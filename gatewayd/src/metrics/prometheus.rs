@@ -163,6 +163,16 @@ pub fn render(
             u8::from(s.stale)
         );
     }
+    let _ = writeln!(
+        o,
+        "# HELP meshgate_weights_stale Whether Consul KV cannot be read (the last good weights serve)."
+    );
+    let _ = writeln!(o, "# TYPE meshgate_weights_stale gauge");
+    let _ = writeln!(
+        o,
+        "meshgate_weights_stale {}",
+        reg.weights_stale.load(Relaxed)
+    );
     labelled_counter(
         &mut o,
         ("meshgate_retries_total", "reason"),

@@ -316,3 +316,144 @@ async fn fleet_mode_follows_checks_and_re_registrations_on_two_connections() {
     }
     assert_eq!(b1.hits(), before);
 }
+
+/// Weights in Consul KV follow the same rule as endpoints: in an outage the last good weights
+/// keep serving, reported stale (`/readyz`, a metric, an event), and when Consul is back the
+/// gateway follows it again by itself. A Consul that comes back empty does not empty the
+/// gateway: the last known endpoints serve until the services are registered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_outage_keeps_the_last_good_weights_reported_stale_until_consul_is_back() {
+    trace_init();
+    let mut dc = DevConsul::start().unwrap();
+    let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
+    dc.register("blue-1", "api", &["blue"], blue.addr)
+        .await
+        .unwrap();
+    dc.register("green-1", "api", &["green"], green.addr)
+        .await
+        .unwrap();
+    let gw = Gateway::start(&consul_cfg(&dc)).unwrap();
+    let http = client();
+    eventually("blue to serve", || serves(&gw, &http, "blue")).await;
+    let r = gw
+        .admin_req(&http, Method::POST, "/v1/routes/web/flip")
+        .json(&json!({"changed_by": "alice", "reason": "release"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("green to serve", || serves(&gw, &http, "green")).await;
+    // What Consul holds, to restore it into the restarted server below.
+    let keys: Vec<String> = http
+        .get(format!("{}/v1/kv/meshgate/?keys", dc.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let mut kv = Vec::new();
+    for key in keys {
+        let raw = http
+            .get(format!("{}/v1/kv/{key}?raw", dc.url()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        kv.push((key, raw));
+    }
+
+    let addr = dc.addr;
+    dc.kill();
+    let ready = || async {
+        let v: Value = http
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    eventually("the weights to be reported stale", || async {
+        (ready().await["weights_ok"] == false).then_some(())
+    })
+    .await;
+    let r = ready().await;
+    assert_eq!(
+        r["ready"], true,
+        "stale weights do not make a gateway unready"
+    );
+    assert!(
+        r["weights_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("Consul KV unreadable"),
+        "{r}"
+    );
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    assert!(m.contains("meshgate_weights_stale 1"), "{m}");
+    for _ in 0..10 {
+        let got = origin_of(http.get(gw.url("/")).send().await.unwrap()).await;
+        assert_eq!(got, (200, "green".into()), "the last good weights serve");
+    }
+
+    // Consul comes back empty (a new in-memory server): until the services are registered
+    // again the gateway keeps the last known set rather than failing every request, and the
+    // weights it last read.
+    let dc2 = DevConsul::start_on(addr).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < std::time::Duration::from_secs(2) {
+        let got = origin_of(http.get(gw.url("/")).send().await.unwrap()).await;
+        assert_eq!(
+            got,
+            (200, "green".into()),
+            "request {sent} after Consul came back empty"
+        );
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let u = upstream(&gw, &http, "green").await.unwrap();
+    assert_eq!(u["stale"], true, "{u}");
+    assert!(
+        u["stale_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no instance right after an outage"),
+        "{u}"
+    );
+    eprintln!("{sent} requests while Consul was empty: all served");
+    // Then the services are registered again and the KV restored: the gateway follows Consul
+    // again, no longer stale.
+    dc2.register("blue-1", "api", &["blue"], blue.addr)
+        .await
+        .unwrap();
+    dc2.register("green-1", "api", &["green"], green.addr)
+        .await
+        .unwrap();
+    for (key, value) in kv {
+        let put = http
+            .put(format!("{}/v1/kv/{key}", dc2.url()))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+    }
+    eventually("the weights to be fresh again", || async {
+        (ready().await["weights_ok"] == true).then_some(())
+    })
+    .await;
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    assert!(m.contains("meshgate_weights_stale 0"), "{m}");
+    assert!(
+        gw.logged("Consul KV readable again"),
+        "the recovery is logged"
+    );
+    eventually("green to serve again", || serves(&gw, &http, "green")).await;
+}
