@@ -7,12 +7,12 @@ mod prometheus;
 mod shard;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use histogram::{encode_histogram, new_histogram, percentiles};
-pub use prometheus::{render as render_prometheus, ServiceGauge};
+pub use prometheus::{render as render_prometheus, Gauges, RouteGauge, ServiceGauge, BUCKETS};
 pub use shard::{class_index, Shard, CLASSES};
 
 use hdrhistogram::Histogram;
@@ -189,6 +189,10 @@ pub struct Registry {
     pub reloads_failed: AtomicU64,
     /// 1 while Consul KV cannot be read and the last good weights serve.
     pub weights_stale: AtomicU64,
+    /// Client connections open now (every listener, every worker).
+    pub connections_open: AtomicI64,
+    /// Client connections accepted.
+    pub connections_accepted: AtomicU64,
     /// Process start, for uptime.
     pub started: SystemTime,
 }
@@ -211,6 +215,8 @@ impl Registry {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             weights_stale: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_accepted: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }

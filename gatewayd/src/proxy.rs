@@ -120,6 +120,9 @@ pub(crate) struct Reached {
     backend: Option<usize>,
     /// When the upstream's response head arrived (saves a clock read for the latency).
     answered: Option<Instant>,
+    /// The backend's in-flight gauge was raised (a policy or body-limit refusal answers after
+    /// the backend is chosen but before that: its finish must not lower the gauge).
+    started: bool,
     /// Headers the route's policies put on the answer, whoever makes it.
     policy: crate::policy::ResponseHeaders,
 }
@@ -165,10 +168,14 @@ pub(crate) fn finish(
     };
     let latency_hist = latency.filter(|_| Policies::of(snap).latency_histograms);
     match (reached.route, reached.backend) {
-        (Some(r), Some(b)) => snap.routes[r].backends[b]
+        (Some(r), Some(b)) if reached.started => snap.routes[r].backends[b]
             .metrics
             .shard(w.id)
             .finish(status, latency_hist),
+        (Some(r), Some(b)) => snap.routes[r].backends[b]
+            .metrics
+            .shard(w.id)
+            .record(status, latency_hist),
         (Some(r), None) => snap.routes[r]
             .unrouted
             .shard(w.id)
@@ -523,6 +530,7 @@ async fn handle_inner(
         }
     }
     route.backends[bi].metrics.shard(w.id).start();
+    reached.started = true;
     let svc = &snap.services[route.backends[bi].service];
 
     let upgrade = headers::is_upgrade(req.headers()) && req.version() == http::Version::HTTP_11;

@@ -18,7 +18,7 @@ use super::model::*;
 use super::server::AdminBody;
 use super::views;
 use crate::app::Control;
-use crate::metrics::ServiceGauge;
+use crate::metrics::{Gauges, RouteGauge, ServiceGauge};
 use crate::weights::{rfc3339, WeightsError};
 
 /// Largest accepted request body.
@@ -233,25 +233,52 @@ fn readyz(c: &Control) -> Resp {
 fn metrics(c: &Control) -> Resp {
     let snap = c.snapshot.load();
     let now = crate::balance::now_nanos();
-    let gauges: Vec<ServiceGauge> = snap
+    let wall = std::time::SystemTime::now();
+    let services = snap
         .services
         .iter()
-        .map(|s| ServiceGauge {
-            service: s.config.name.clone(),
-            healthy: s
-                .endpoints
-                .iter()
-                .filter(|e| !e.stats.is_ejected(now))
-                .count(),
-            ejected: s
+        .map(|s| {
+            let ejected = s
                 .endpoints
                 .iter()
                 .filter(|e| e.stats.is_ejected(now))
-                .count(),
-            last_update: s.state.last_success.map_or(0, crate::metrics::unix_secs),
-            stale: s.state.stale.is_some(),
+                .count();
+            ServiceGauge {
+                service: s.config.name.clone(),
+                healthy: s.endpoints.len() - ejected,
+                ejected,
+                last_update: s.state.last_success.map_or(0, crate::metrics::unix_secs),
+                stale: s.state.stale.is_some(),
+                stale_for: s
+                    .state
+                    .stale
+                    .as_ref()
+                    .map_or(Duration::ZERO, |st| st.age(wall)),
+            }
         })
         .collect();
+    let routes = snap
+        .routes
+        .iter()
+        .map(|r| RouteGauge {
+            route: r.config.name.clone(),
+            latency_objective: r.config.latency_objective,
+            backends: r
+                .backends
+                .iter()
+                .zip(r.split.weights())
+                .map(|(b, w)| {
+                    let service = snap.services[b.service].config.name.clone();
+                    (b.name.clone(), service, *w)
+                })
+                .collect(),
+        })
+        .collect();
+    let gauges = Gauges {
+        services,
+        routes,
+        last_reload_ok: c.config_status().2.ok,
+    };
     let mut text = crate::metrics::render_prometheus(&c.metrics, &gauges, &c.policies);
     text.push_str(&crate::tls::prometheus(&c.tls_status()));
     let mut r = Response::new(Full::new(Bytes::from(text)).boxed());

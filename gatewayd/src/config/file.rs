@@ -199,6 +199,7 @@ pub(super) struct RouteFile {
     pub strip_prefix: Option<bool>,
     pub rewrite_prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub latency_objective: Option<Spanned<String>>,
     pub try_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub retry_non_idempotent: Option<bool>,

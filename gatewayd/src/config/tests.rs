@@ -537,6 +537,16 @@ backends = [{ name = "blue", weight = 1 }]
         "{e}"
     );
 
+    let e = only_error(
+        "[services.blue]\nendpoints = []\n[[routes]]\nname = \"api\"\nlatency_objective = \"soon\"\nbackends = [{ name = \"blue\", weight = 1 }]\n",
+    );
+    assert_error(
+        &e,
+        5,
+        "routes.api.latency_objective",
+        "'soon' is not a duration",
+    );
+
     let e = only_error("[gateway]\ndrain_timeout = \"0s\"\n");
     assert_error(&e, 2, "gateway.drain_timeout", "must be longer than zero");
 
@@ -1074,4 +1084,15 @@ fn path_templates_parse_and_bad_ones_are_placed() {
         "routes.api.strip_prefix",
         "needs 'path_prefix'",
     );
+}
+
+#[test]
+fn latency_objective_is_optional() {
+    let src = "[services.blue]\nendpoints = []\n[[routes]]\nname = \"a\"\nlatency_objective = \"250ms\"\nbackends = [{ name = \"blue\", weight = 1 }]\n[[routes]]\nname = \"b\"\nbackends = [{ name = \"blue\", weight = 1 }]\n";
+    let c = parse(src);
+    assert_eq!(
+        c.routes[0].latency_objective,
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(c.routes[1].latency_objective, None);
 }

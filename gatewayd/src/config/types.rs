@@ -540,6 +540,9 @@ pub struct RouteConfig {
     pub rewrite: Option<Rewrite>,
     /// Time allowed until the upstream's response head, all attempts together.
     pub timeout: Duration,
+    /// The p99 latency this route should stay under; exported as
+    /// `meshgate_route_latency_objective_seconds` for alert rules (None: no objective).
+    pub latency_objective: Option<Duration>,
     /// Extra attempts, each on another endpoint than the one that just failed: after a connect
     /// failure (any request), and after a per-try timeout or a connection closed before the
     /// response head (requests that can be sent again: see [`RetryPolicy`]).

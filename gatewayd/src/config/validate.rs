@@ -1004,6 +1004,13 @@ fn route(
         }
     }
     let timeout = cx.duration(&f.timeout, &format!("{p}.timeout"), d::ROUTE_TIMEOUT);
+    let latency_objective = f.latency_objective.is_some().then(|| {
+        cx.duration(
+            &f.latency_objective,
+            &format!("{p}.latency_objective"),
+            d::ROUTE_TIMEOUT,
+        )
+    });
     let retry = retry_policy(cx, f, &p);
     let max_in_flight = f
         .max_in_flight
@@ -1053,6 +1060,7 @@ fn route(
         headers,
         rewrite,
         timeout,
+        latency_objective,
         retries,
         retry,
         policies,

@@ -1,14 +1,20 @@
-//! Prometheus text exposition (format 0.0.4) with the names of DESIGN §7.
+//! Prometheus text exposition (format 0.0.4) with the names of DESIGN §7, clean under
+//! `promtool check metrics`: every family has `HELP` and `TYPE`, counters end in `_total`, units
+//! are base units in the name (`_seconds`), and series a dashboard divides by are written from
+//! the start (zeros), so `rate()` and ratios have data before the first error.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
-use super::{Registry, CLASSES};
+use super::{Registry, Totals, CLASSES};
 use crate::proxy::{ClientFault, RetryReason};
 
-/// Bucket bounds of `meshgate_request_duration_seconds`.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Bucket bounds of `meshgate_request_duration_seconds`: sub-millisecond (a gateway's own
+/// answers, a local upstream) to a minute (long polls, slow uploads).
+pub const BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Endpoint gauges of one service.
@@ -20,10 +26,59 @@ pub struct ServiceGauge {
     pub healthy: usize,
     /// Endpoints ejected now.
     pub ejected: usize,
-    /// Unix seconds of the last successful discovery read (0 when never).
+    /// Unix seconds of the last discovery update that changed the set or ended an outage (0
+    /// when never).
     pub last_update: u64,
     /// True while discovery cannot reach its source.
     pub stale: bool,
+    /// How long it has been stale (zero when fresh).
+    pub stale_for: Duration,
+}
+
+/// Config facts of one route that operators alert on.
+#[derive(Debug, Clone)]
+pub struct RouteGauge {
+    /// Route name.
+    pub route: String,
+    /// `latency_objective` of the route (None: not set, no series written).
+    pub latency_objective: Option<Duration>,
+    /// (backend, service, effective weight), in declaration order.
+    pub backends: Vec<(String, String, u32)>,
+}
+
+/// Gauges read from the serving snapshot and the control state at scrape time.
+#[derive(Debug, Clone)]
+pub struct Gauges {
+    /// One per service.
+    pub services: Vec<ServiceGauge>,
+    /// One per route.
+    pub routes: Vec<RouteGauge>,
+    /// Whether the last config reload attempt was applied (true before any attempt).
+    pub last_reload_ok: bool,
+}
+
+/// Writes families: `family` opens one (HELP + TYPE), `sample` writes a line with escaped labels.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", esc(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -32,221 +87,435 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders every metric.
-pub fn render(
-    reg: &Registry,
-    services: &[ServiceGauge],
-    policies: &crate::policy::PolicyRegistry,
-) -> String {
-    let mut o = String::with_capacity(4096);
-    let pairs = reg.all();
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_requests_total Requests by route, backend and status class."
+/// Renders every metric of the process (TLS certificate gauges are `tls::prometheus`).
+pub fn render(reg: &Registry, gauges: &Gauges, policies: &crate::policy::PolicyRegistry) -> String {
+    let mut o = Out(String::with_capacity(8192));
+    process(&mut o, reg, gauges);
+    let totals: Vec<_> = reg
+        .all()
+        .into_iter()
+        .chain(std::iter::once(reg.unmatched.clone()))
+        .map(|m| {
+            let t = m.totals();
+            (m, t)
+        })
+        .collect();
+    requests(&mut o, &totals);
+    routes(&mut o, gauges);
+    upstreams(&mut o, &gauges.services, reg.weights_stale.load(Relaxed));
+    resilience(&mut o, reg);
+    policy(&mut o, policies);
+    o.0
+}
+
+fn process(o: &mut Out, reg: &Registry, gauges: &Gauges) {
+    o.family(
+        "meshgate_build_info",
+        "gauge",
+        "Always 1; the labels name the running build.",
     );
-    let _ = writeln!(o, "# TYPE meshgate_requests_total counter");
-    let mut totals = Vec::with_capacity(pairs.len() + 1);
-    for m in pairs.iter().chain(std::iter::once(&reg.unmatched)) {
-        let t = m.totals();
+    o.sample(
+        "meshgate_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    o.family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+    );
+    o.sample(
+        "process_start_time_seconds",
+        &[],
+        super::unix_secs(reg.started),
+    );
+    o.family(
+        "meshgate_connections_open",
+        "gauge",
+        "Client connections open now, on every listener.",
+    );
+    o.sample(
+        "meshgate_connections_open",
+        &[],
+        reg.connections_open.load(Relaxed),
+    );
+    o.family(
+        "meshgate_connections_accepted_total",
+        "counter",
+        "Client connections accepted, on every listener.",
+    );
+    o.sample(
+        "meshgate_connections_accepted_total",
+        &[],
+        reg.connections_accepted.load(Relaxed),
+    );
+    o.family(
+        "meshgate_config_reloads_total",
+        "counter",
+        "Config reloads by result.",
+    );
+    o.sample(
+        "meshgate_config_reloads_total",
+        &[("result", "ok")],
+        reg.reloads_ok.load(Relaxed),
+    );
+    o.sample(
+        "meshgate_config_reloads_total",
+        &[("result", "rejected")],
+        reg.reloads_failed.load(Relaxed),
+    );
+    o.family(
+        "meshgate_config_last_reload_successful",
+        "gauge",
+        "1 when the last config reload was applied (or none was tried), 0 while a rejected one leaves the previous config serving.",
+    );
+    o.sample(
+        "meshgate_config_last_reload_successful",
+        &[],
+        u8::from(gauges.last_reload_ok),
+    );
+}
+
+fn requests(o: &mut Out, totals: &[(std::sync::Arc<super::BackendMetrics>, Totals)]) {
+    o.family(
+        "meshgate_requests_total",
+        "counter",
+        "Requests by route, backend and status class.",
+    );
+    for (m, t) in totals {
+        let pair = full(m);
         for (i, c) in CLASSES.iter().enumerate() {
-            if t.by_class[i] > 0 {
-                let _ = writeln!(
-                    o,
-                    "meshgate_requests_total{{route=\"{}\",backend=\"{}\",code_class=\"{c}\"}} {}",
-                    esc(&m.route),
-                    esc(&m.backend),
-                    t.by_class[i]
+            // (route, backend) pairs write every class from the start so ratios and rate() have
+            // data before the first error; requests that reached no backend (or no route) only
+            // once they happen.
+            if pair || t.by_class[i] > 0 {
+                o.sample(
+                    "meshgate_requests_total",
+                    &[
+                        ("route", &m.route),
+                        ("backend", &m.backend),
+                        ("code_class", c),
+                    ],
+                    t.by_class[i],
                 );
             }
         }
-        totals.push((m.clone(), t));
     }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_requests_in_flight Requests being proxied now."
+    o.family(
+        "meshgate_requests_in_flight",
+        "gauge",
+        "Requests being proxied now.",
     );
-    let _ = writeln!(o, "# TYPE meshgate_requests_in_flight gauge");
-    for (m, t) in &totals {
-        if !m.route.is_empty() {
-            let _ = writeln!(
-                o,
-                "meshgate_requests_in_flight{{route=\"{}\",backend=\"{}\"}} {}",
-                esc(&m.route),
-                esc(&m.backend),
-                t.in_flight
-            );
-        }
+    for (m, t) in totals.iter().filter(|(m, _)| !m.route.is_empty()) {
+        o.sample(
+            "meshgate_requests_in_flight",
+            &[("route", &m.route), ("backend", &m.backend)],
+            t.in_flight,
+        );
     }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_request_duration_seconds Time from request to response head."
+    o.family(
+        "meshgate_request_duration_seconds",
+        "histogram",
+        "Time from request to response head (gateway-made answers included).",
     );
-    let _ = writeln!(o, "# TYPE meshgate_request_duration_seconds histogram");
-    for (m, t) in &totals {
-        if t.latency.is_empty() {
+    for (m, t) in totals {
+        if !full(m) && t.latency.is_empty() {
             continue;
         }
-        let labels = format!(
-            "route=\"{}\",backend=\"{}\"",
-            esc(&m.route),
-            esc(&m.backend)
-        );
-        let mut counts = [0u64; BUCKETS.len()];
-        for v in t.latency.iter_recorded() {
-            let secs = t.latency.highest_equivalent(v.value_iterated_to()) as f64 / 1e6;
-            if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-                counts[i] += v.count_at_value();
-            }
-        }
-        let mut cum = 0;
-        for (b, c) in BUCKETS.iter().zip(counts) {
-            cum += c;
-            let _ = writeln!(
-                o,
-                "meshgate_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cum}"
-            );
-        }
-        let n = t.latency.len();
-        let _ = writeln!(
-            o,
-            "meshgate_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {n}"
-        );
-        let _ = writeln!(
-            o,
-            "meshgate_request_duration_seconds_sum{{{labels}}} {}",
-            t.latency.mean() * n as f64 / 1e6
-        );
-        let _ = writeln!(o, "meshgate_request_duration_seconds_count{{{labels}}} {n}");
+        histogram(o, &m.route, &m.backend, t);
     }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_upstream_endpoints Endpoints per service and state."
-    );
-    let _ = writeln!(o, "# TYPE meshgate_upstream_endpoints gauge");
-    for s in services {
-        let _ = writeln!(
-            o,
-            "meshgate_upstream_endpoints{{service=\"{}\",state=\"healthy\"}} {}",
-            esc(&s.service),
-            s.healthy
-        );
-        let _ = writeln!(
-            o,
-            "meshgate_upstream_endpoints{{service=\"{}\",state=\"ejected\"}} {}",
-            esc(&s.service),
-            s.ejected
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_discovery_last_update_seconds Unix time of the last successful discovery read."
-    );
-    let _ = writeln!(o, "# TYPE meshgate_discovery_last_update_seconds gauge");
-    for s in services {
-        let _ = writeln!(
-            o,
-            "meshgate_discovery_last_update_seconds{{service=\"{}\"}} {}",
-            esc(&s.service),
-            s.last_update
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_discovery_stale Whether a service's endpoints are stale (source unreachable)."
-    );
-    let _ = writeln!(o, "# TYPE meshgate_discovery_stale gauge");
-    for s in services {
-        let _ = writeln!(
-            o,
-            "meshgate_discovery_stale{{service=\"{}\"}} {}",
-            esc(&s.service),
-            u8::from(s.stale)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_weights_stale Whether Consul KV cannot be read (the last good weights serve)."
-    );
-    let _ = writeln!(o, "# TYPE meshgate_weights_stale gauge");
-    let _ = writeln!(
-        o,
-        "meshgate_weights_stale {}",
-        reg.weights_stale.load(Relaxed)
-    );
-    labelled_counter(
-        &mut o,
-        ("meshgate_retries_total", "reason"),
-        "Upstream attempts retried on another endpoint, by reason.",
-        RetryReason::ALL.map(|r| (r.as_str(), reg.retries[r.index()].load(Relaxed))),
-    );
-    for (name, help, v) in [
-        (
-            "meshgate_retries_refused_total",
-            "Retries not made because the route's retry budget was spent.",
-            reg.retries_refused.load(Relaxed),
-        ),
-        (
-            "meshgate_ejections_total",
-            "Outlier ejections.",
-            reg.ejections.load(Relaxed),
-        ),
-    ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    }
-    labelled_counter(
-        &mut o,
-        ("meshgate_client_errors_total", "kind"),
-        "Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).",
-        ClientFault::ALL.map(|k| (k.as_str(), reg.client_faults[k.index()].load(Relaxed))),
-    );
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_policy_decisions_total Decisions of route policies, by policy and outcome.\n# TYPE meshgate_policy_decisions_total counter"
-    );
-    for (policy, outcome, n) in policies.decisions() {
-        let _ = writeln!(
-            o,
-            "meshgate_policy_decisions_total{{policy=\"{}\",outcome=\"{outcome}\"}} {n}",
-            esc(&policy)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_ratelimit_keys Rate-limit buckets held, by policy.\n# TYPE meshgate_ratelimit_keys gauge"
-    );
-    for (policy, n) in policies.keys_in_use() {
-        let _ = writeln!(
-            o,
-            "meshgate_ratelimit_keys{{policy=\"{}\"}} {n}",
-            esc(&policy)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP meshgate_config_reloads_total Config reloads by result.\n# TYPE meshgate_config_reloads_total counter"
-    );
-    let _ = writeln!(
-        o,
-        "meshgate_config_reloads_total{{result=\"ok\"}} {}",
-        reg.reloads_ok.load(Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "meshgate_config_reloads_total{{result=\"rejected\"}} {}",
-        reg.reloads_failed.load(Relaxed)
-    );
-    o
 }
 
-/// A counter family with one label whose values are fixed (every value written, zeros too).
-fn labelled_counter<const N: usize>(
-    o: &mut String,
-    (name, label): (&str, &str),
-    help: &str,
-    values: [(&str, u64); N],
-) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (value, n) in values {
-        let _ = writeln!(o, "{name}{{{label}=\"{value}\"}} {n}");
+/// A configured (route, backend) pair, as opposed to the "no route" and "no backend" rows.
+fn full(m: &super::BackendMetrics) -> bool {
+    !m.route.is_empty() && !m.backend.is_empty()
+}
+
+fn histogram(o: &mut Out, route: &str, backend: &str, t: &Totals) {
+    const NAME: &str = "meshgate_request_duration_seconds_bucket";
+    let mut counts = [0u64; BUCKETS.len()];
+    for v in t.latency.iter_recorded() {
+        let secs = t.latency.highest_equivalent(v.value_iterated_to()) as f64 / 1e6;
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            counts[i] += v.count_at_value();
+        }
+    }
+    let mut cum = 0;
+    for (b, c) in BUCKETS.iter().zip(counts) {
+        cum += c;
+        let le = b.to_string();
+        o.sample(
+            NAME,
+            &[("route", route), ("backend", backend), ("le", &le)],
+            cum,
+        );
+    }
+    let n = t.latency.len();
+    let labels = [("route", route), ("backend", backend)];
+    o.sample(
+        NAME,
+        &[("route", route), ("backend", backend), ("le", "+Inf")],
+        n,
+    );
+    o.sample(
+        "meshgate_request_duration_seconds_sum",
+        &labels,
+        t.latency.mean() * n as f64 / 1e6,
+    );
+    o.sample("meshgate_request_duration_seconds_count", &labels, n);
+}
+
+fn routes(o: &mut Out, gauges: &Gauges) {
+    o.family(
+        "meshgate_route_weight",
+        "gauge",
+        "Effective weight of each backend of a route (file default or runtime override).",
+    );
+    for r in &gauges.routes {
+        for (backend, service, w) in &r.backends {
+            o.sample(
+                "meshgate_route_weight",
+                &[
+                    ("route", &r.route),
+                    ("backend", backend),
+                    ("service", service),
+                ],
+                w,
+            );
+        }
+    }
+    o.family(
+        "meshgate_route_latency_objective_seconds",
+        "gauge",
+        "The route's latency_objective: the p99 it should stay under (routes without one write no series).",
+    );
+    for r in &gauges.routes {
+        if let Some(d) = r.latency_objective {
+            o.sample(
+                "meshgate_route_latency_objective_seconds",
+                &[("route", &r.route)],
+                d.as_secs_f64(),
+            );
+        }
+    }
+}
+
+fn upstreams(o: &mut Out, services: &[ServiceGauge], weights_stale: u64) {
+    o.family(
+        "meshgate_upstream_endpoints",
+        "gauge",
+        "Endpoints per service and state.",
+    );
+    for s in services {
+        for (state, n) in [("healthy", s.healthy), ("ejected", s.ejected)] {
+            o.sample(
+                "meshgate_upstream_endpoints",
+                &[("service", &s.service), ("state", state)],
+                n,
+            );
+        }
+    }
+    o.family(
+        "meshgate_discovery_last_update_seconds",
+        "gauge",
+        "Unix time of the last discovery update that changed a service's endpoints or ended an outage (0: never).",
+    );
+    for s in services {
+        o.sample(
+            "meshgate_discovery_last_update_seconds",
+            &[("service", &s.service)],
+            s.last_update,
+        );
+    }
+    o.family(
+        "meshgate_discovery_stale",
+        "gauge",
+        "1 while a service's endpoints are stale (source unreachable, last known set serving).",
+    );
+    for s in services {
+        o.sample(
+            "meshgate_discovery_stale",
+            &[("service", &s.service)],
+            u8::from(s.stale),
+        );
+    }
+    o.family(
+        "meshgate_weights_stale",
+        "gauge",
+        "1 while Consul KV cannot be read (the last good weights serve).",
+    );
+    o.sample("meshgate_weights_stale", &[], weights_stale);
+    o.family(
+        "meshgate_discovery_stale_duration_seconds",
+        "gauge",
+        "How long a service's endpoints have been stale (0 while fresh).",
+    );
+    for s in services {
+        o.sample(
+            "meshgate_discovery_stale_duration_seconds",
+            &[("service", &s.service)],
+            s.stale_for.as_secs_f64(),
+        );
+    }
+}
+
+fn resilience(o: &mut Out, reg: &Registry) {
+    o.family(
+        "meshgate_retries_total",
+        "counter",
+        "Upstream attempts retried on another endpoint, by reason.",
+    );
+    for r in RetryReason::ALL {
+        o.sample(
+            "meshgate_retries_total",
+            &[("reason", r.as_str())],
+            reg.retries[r.index()].load(Relaxed),
+        );
+    }
+    o.family(
+        "meshgate_retries_refused_total",
+        "counter",
+        "Retries not made because the route's retry budget was spent.",
+    );
+    o.sample(
+        "meshgate_retries_refused_total",
+        &[],
+        reg.retries_refused.load(Relaxed),
+    );
+    o.family("meshgate_ejections_total", "counter", "Outlier ejections.");
+    o.sample("meshgate_ejections_total", &[], reg.ejections.load(Relaxed));
+    o.family(
+        "meshgate_client_errors_total",
+        "counter",
+        "Requests and connections that failed through the client's own doing, by kind (never counted against an endpoint).",
+    );
+    for k in ClientFault::ALL {
+        o.sample(
+            "meshgate_client_errors_total",
+            &[("kind", k.as_str())],
+            reg.client_faults[k.index()].load(Relaxed),
+        );
+    }
+}
+
+fn policy(o: &mut Out, policies: &crate::policy::PolicyRegistry) {
+    o.family(
+        "meshgate_policy_decisions_total",
+        "counter",
+        "Decisions of route policies, by policy and outcome.",
+    );
+    for (policy, outcome, n) in policies.decisions() {
+        o.sample(
+            "meshgate_policy_decisions_total",
+            &[("policy", &policy), ("outcome", outcome)],
+            n,
+        );
+    }
+    o.family(
+        "meshgate_ratelimit_keys",
+        "gauge",
+        "Rate-limit buckets held, by policy.",
+    );
+    for (policy, n) in policies.keys_in_use() {
+        o.sample("meshgate_ratelimit_keys", &[("policy", &policy)], n);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn gauges() -> Gauges {
+        Gauges {
+            services: vec![ServiceGauge {
+                service: "blue\"x".into(),
+                healthy: 2,
+                ejected: 1,
+                last_update: 7,
+                stale: true,
+                stale_for: Duration::from_millis(1500),
+            }],
+            routes: vec![RouteGauge {
+                route: "web".into(),
+                latency_objective: Some(Duration::from_millis(250)),
+                backends: vec![("blue".into(), "blue\"x".into(), 80)],
+            }],
+            last_reload_ok: false,
+        }
+    }
+
+    #[test]
+    fn pairs_start_at_zero_and_buckets_are_cumulative() {
+        let reg = Registry::new(1);
+        let m = reg.backend("web", "blue");
+        let _no_backend = reg.backend("web", "");
+        m.shard(0).record(200, Some(Duration::from_millis(3)));
+        m.shard(0).record(503, Some(Duration::from_millis(40)));
+        let text = render(&reg, &gauges(), &crate::policy::PolicyRegistry::default());
+        for (class, n) in [("1xx", 0), ("2xx", 1), ("3xx", 0), ("4xx", 0), ("5xx", 1)] {
+            let line =
+                format!("meshgate_requests_total{{route=\"web\",backend=\"blue\",code_class=\"{class}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}");
+        }
+        // The route's "no backend" row only once something happens there.
+        assert!(!text.contains("backend=\"\",code_class"));
+        let b = |le: &str| {
+            let key = format!(
+                "meshgate_request_duration_seconds_bucket{{route=\"web\",backend=\"blue\",le=\"{le}\"}} "
+            );
+            let line = text.lines().find(|l| l.starts_with(&key)).unwrap();
+            line[key.len()..].parse::<u64>().unwrap()
+        };
+        assert_eq!(
+            (b("0.0025"), b("0.005"), b("0.025"), b("0.05")),
+            (0, 1, 1, 2)
+        );
+        assert_eq!((b("60"), b("+Inf")), (2, 2));
+        assert!(text.contains(
+            "meshgate_request_duration_seconds_count{route=\"web\",backend=\"blue\"} 2\n"
+        ));
+        assert!(text.contains(
+            "meshgate_route_weight{route=\"web\",backend=\"blue\",service=\"blue\\\"x\"} 80\n"
+        ));
+        assert!(text.contains("meshgate_route_latency_objective_seconds{route=\"web\"} 0.25\n"));
+        assert!(
+            text.contains("meshgate_discovery_stale_duration_seconds{service=\"blue\\\"x\"} 1.5\n")
+        );
+        assert!(text.contains("meshgate_config_last_reload_successful 0\n"));
+        assert!(text.contains(&format!(
+            "meshgate_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let reg = Registry::new(1);
+        let _ = reg.backend("web", "blue");
+        let text = render(&reg, &gauges(), &crate::policy::PolicyRegistry::default());
+        let mut seen = std::collections::HashSet::new();
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = l.split(' ').skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(seen.insert(name.to_string()), "{name} twice");
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "{name} is a {kind}"
+            );
+        }
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| seen.contains(*f)))
+                .unwrap_or(name);
+            assert!(seen.contains(family), "{name} has no TYPE");
+        }
     }
 }

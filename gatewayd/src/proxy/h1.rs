@@ -287,6 +287,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         }
     }
     backend.metrics.shard(w.id).start();
+    reached.started = true;
     let written = forward::upstream_head(
         &mut s.up,
         &head,

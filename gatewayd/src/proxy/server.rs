@@ -2,7 +2,7 @@
 //! its own SO_REUSEPORT socket per listener, its own upstream pool and its own metrics shard.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,18 +135,22 @@ struct Tracker {
     idle: Notify,
 }
 
-/// Held by a connection's task; the last one out wakes the drain.
-struct Live(Arc<Tracker>);
+/// Held by a connection's task; the last one out wakes the drain. Also counts the connection
+/// in `meshgate_connections_open` / `_accepted_total`.
+struct Live(Arc<Tracker>, Arc<crate::metrics::Registry>);
 
 impl Live {
-    fn new(t: &Arc<Tracker>) -> Self {
+    fn new(t: &Arc<Tracker>, metrics: &Arc<crate::metrics::Registry>) -> Self {
         t.live.fetch_add(1, SeqCst);
-        Self(t.clone())
+        metrics.connections_open.fetch_add(1, Relaxed);
+        metrics.connections_accepted.fetch_add(1, Relaxed);
+        Self(t.clone(), metrics.clone())
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
+        self.1.connections_open.fetch_sub(1, Relaxed);
         if self.0.live.fetch_sub(1, SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -197,7 +201,7 @@ async fn accept_loop(
         };
         let w = worker.clone();
         let mut shutdown = shutdown.clone();
-        let live = Live::new(&tracker);
+        let live = Live::new(&tracker, &worker.metrics);
         // The cleartext arm stays first and monomorphic: plain TCP pays nothing for TLS.
         match &mode {
             ListenerMode::Plain => {

@@ -26,6 +26,7 @@ fn route(name: &str) -> RouteConfig {
         headers: Vec::new(),
         rewrite: None,
         timeout: Duration::from_secs(15),
+        latency_objective: None,
         retries: 1,
         retry: RetryPolicy::default(),
         policies: Vec::new(),
