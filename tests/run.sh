@@ -24,6 +24,10 @@ if ! command -v openssl >/dev/null || ! command -v curl >/dev/null \
   || ! curl --version | grep -q HTTP2; then
   apt-get update -qq && apt-get install -y -qq openssl curl
 fi
+echo "== prometheus and promtool (the metrics, alert rules and dashboard cases run them)"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus
+fi
 echo "== python tools (real Consul clients the e2e suite points at devconsul)"
 # .venv at the repository root (git-ignored); pinned in tests/python/requirements.txt. pip is
 # only asked when the requirements changed since the last install, so reruns cost nothing.

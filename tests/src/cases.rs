@@ -18,6 +18,7 @@ mod cases {
     pub mod observability;
     pub mod openapi_import;
     pub mod policies;
+    pub mod prometheus;
     pub mod proxying;
     pub mod registration;
     pub mod reload;

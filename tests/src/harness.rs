@@ -5,6 +5,7 @@ pub mod eventually;
 pub mod gateway;
 pub mod gwctl;
 pub mod origin;
+pub mod prometheus;
 pub mod tls;
 
 pub use eventually::patience;
