@@ -120,6 +120,8 @@ pub(crate) struct Reached {
     backend: Option<usize>,
     /// When the upstream's response head arrived (saves a clock read for the latency).
     answered: Option<Instant>,
+    /// The endpoint the last attempt went to (the access log's `meshgate.endpoint`).
+    endpoint: Option<SocketAddr>,
     /// The backend's in-flight gauge was raised (a policy or body-limit refusal answers after
     /// the backend is chosen but before that: its finish must not lower the gauge).
     started: bool,
@@ -132,6 +134,7 @@ pub(crate) struct Reached {
 pub(crate) struct LogLine {
     method: http::Method,
     path: String,
+    version: http::Version,
 }
 
 impl LogLine {
@@ -139,6 +142,7 @@ impl LogLine {
         (w.access_log_sample > 0.0).then(|| Self {
             method: req.method().clone(),
             path: req.uri().path().to_string(),
+            version: req.version(),
         })
     }
 }
@@ -184,18 +188,50 @@ pub(crate) fn finish(
     }
     if let (Some(l), Some(latency)) = (log, latency) {
         if with_rng(|rng| rng.gen_bool(w.access_log_sample.clamp(0.0, 1.0))) {
-            let route = reached
-                .route
-                .map(|r| snap.routes[r].config.name.as_str())
-                .unwrap_or("");
-            let backend = reached
-                .route
-                .zip(reached.backend)
-                .map(|(r, b)| snap.routes[r].backends[b].name.as_str())
-                .unwrap_or("");
-            tracing::info!(target: "access", method = %l.method, path = %l.path, status, route, backend, latency_us = latency.as_micros() as u64, client = %conn.peer, request_id = ?request_id, "request");
+            access_log(snap, conn, reached, status, request_id, &l, latency);
         }
     }
+}
+
+/// Writes one access-log event. Its field names are Elastic Common Schema names (the JSON
+/// format writes it as an ECS document: `telemetry::AccessOrJson`); they are a stable interface
+/// (docs/operations.md, "Access log"): add fields, never rename or drop one.
+fn access_log(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    reached: &Reached,
+    status: u16,
+    request_id: Option<&HeaderValue>,
+    l: &LogLine,
+    latency: std::time::Duration,
+) {
+    let route = reached.route.map(|r| &snap.routes[r]);
+    let backend = route
+        .zip(reached.backend)
+        .map(|(r, b)| r.backends[b].name.as_str());
+    let version = match l.version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    tracing::info!(
+        target: "access",
+        message = %format_args!("{} {} {status}", l.method, l.path),
+        http.request.method = %l.method,
+        url.path = %l.path,
+        http.version = version,
+        http.response.status_code = u64::from(status),
+        event.duration = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+        event.outcome = if status < 400 { "success" } else { "failure" },
+        client.ip = %conn.peer.ip(),
+        client.port = u64::from(conn.peer.port()),
+        http.request.id = request_id.and_then(|v| v.to_str().ok()),
+        meshgate.route = route.map(|r| r.config.name.as_str()),
+        meshgate.backend = backend,
+        meshgate.endpoint = reached.endpoint.map(tracing::field::display),
+    );
 }
 
 /// Proxies one request (HTTP/2 clients, and HTTP/1 requests for HTTP/2 upstreams). Never
@@ -313,9 +349,17 @@ pub(crate) struct Call<'a> {
     pub method: &'a http::Method,
     pub path: &'a str,
     pub request_id: Option<&'a HeaderValue>,
+    /// Index + 1 of the endpoint the last attempt went to (0: none yet).
+    pub tried: std::sync::atomic::AtomicUsize,
 }
 
 impl Call<'_> {
+    /// The endpoint the last attempt went to.
+    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        let i = self.tried.load(Relaxed).checked_sub(1)?;
+        Some(self.svc.endpoints.get(i)?.endpoint.addr)
+    }
+
     /// Feeds outlier detection with an outcome of endpoint `ei`; `why` is the failure's text.
     fn record(&self, ei: usize, outcome: Outcome, now: u64, why: &dyn std::fmt::Display) {
         let note = || {
@@ -410,6 +454,7 @@ where
             let in_flight = InFlight::start(&ep.stats);
             ep.stats.requests.fetch_add(1, Relaxed);
             trying.store(ei, Relaxed);
+            call.tried.store(ei + 1, Relaxed);
             let result = send(ep.endpoint.addr, req, policy.try_timeout).await;
             drop(in_flight);
             trying.store(usize::MAX, Relaxed);
@@ -561,6 +606,7 @@ async fn handle_inner(
         method: &method,
         path: &path,
         request_id,
+        tried: Default::default(),
     };
     let watch = watch.as_deref();
     // A request without a body whose method allows it can be sent again after a per-try
@@ -615,7 +661,9 @@ async fn handle_inner(
     };
     let deadline = tokio::time::sleep_until(start + route.config.timeout);
     let client_slow = || watch.is_some_and(BodyWatch::waiting);
-    let ((mut resp, ret), answered) = attempts(&call, req, send, deadline, client_slow).await?;
+    let sent = attempts(&call, req, send, deadline, client_slow).await;
+    reached.endpoint = call.endpoint();
+    let ((mut resp, ret), answered) = sent?;
     reached.answered = Some(answered);
     if let (Some(down), true) = (
         downstream_upgrade,

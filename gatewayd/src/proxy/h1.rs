@@ -334,8 +334,10 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         method: head.req.method(),
         path: head.req.uri().path(),
         request_id: request_id.as_ref(),
+        tried: Default::default(),
     };
     let sent = attempts(&call, out, send, deadline, client_slow).await;
+    reached.endpoint = call.endpoint();
     let (ex, answered) = match sent {
         Ok(x) => x,
         Err(e) => {

@@ -95,19 +95,59 @@ async fn access_log_and_rolling_files() {
         let v: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["target"] == "access")
+            .filter(|v| v["log.logger"] == "access")
             .collect();
         (v.len() >= 3).then_some(v)
     })
     .await;
-    assert_eq!(lines[0]["path"], "/a/b");
-    assert_eq!(lines[0]["status"], 200);
-    assert_eq!(lines[0]["route"], "web");
-    assert_eq!(lines[0]["backend"], "blue");
-    assert!(lines[0]["request_id"]
+    // Elastic Common Schema documents: the field set is a stable interface (docs/operations.md).
+    let doc = lines[0].as_object().unwrap();
+    let keys: Vec<&str> = doc.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "@timestamp",
+        "client.ip",
+        "client.port",
+        "ecs.version",
+        "event.category",
+        "event.dataset",
+        "event.duration",
+        "event.kind",
+        "event.outcome",
+        "event.type",
+        "http.request.id",
+        "http.request.method",
+        "http.response.status_code",
+        "http.version",
+        "log.level",
+        "log.logger",
+        "meshgate.backend",
+        "meshgate.endpoint",
+        "meshgate.route",
+        "message",
+        "url.path",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    assert_eq!(doc["http.request.method"], "GET");
+    assert_eq!(doc["url.path"], "/a/b");
+    assert_eq!(doc["http.response.status_code"], 200);
+    assert_eq!(doc["http.version"], "1.1");
+    assert_eq!(doc["event.outcome"], "success");
+    assert_eq!(doc["meshgate.route"], "web");
+    assert_eq!(doc["meshgate.backend"], "blue");
+    assert_eq!(doc["meshgate.endpoint"], blue.addr.to_string());
+    assert_eq!(doc["client.ip"], "127.0.0.1");
+    assert_eq!(doc["message"], "GET /a/b 200");
+    assert!(doc["event.duration"].as_u64().unwrap() > 0);
+    assert!(doc["http.request.id"]
         .as_str()
         .unwrap()
         .contains("trace-me"));
+    let ts = doc["@timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(),
+        "{ts}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
