@@ -287,6 +287,31 @@ pub async fn handle(
     resp
 }
 
+/// A route policy's answer: the gateway's JSON error when it has a code, else the body it
+/// carries (an auth service's) or none; the policy's headers on it either way.
+pub(crate) fn policy_answer(
+    a: crate::policy::Answer,
+    request_id: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
+    let mut resp = match a.code {
+        Some(code) => respond(
+            &ProxyError::Refused {
+                status: a.status,
+                code,
+            },
+            request_id,
+        ),
+        None => {
+            let body = a.body.map_or_else(ResponseBody::empty, ResponseBody::full);
+            let mut r = Response::new(body);
+            *r.status_mut() = a.status;
+            r
+        }
+    };
+    crate::policy::add_to(resp.headers_mut(), &a.headers);
+    resp
+}
+
 /// Matches the route and chooses the backend; `reached` says how far the request got.
 pub(crate) fn select<B>(
     snap: &Snapshot,
@@ -554,24 +579,18 @@ async fn handle_inner(
         }
         req = req.map(|b| b.limit(Some(max)));
     }
+    let mut edits = crate::policy::UpstreamEdits::default();
     if let Some(chain) = &route.policies {
-        match chain.apply(req.method(), conn.peer.ip(), req.headers()) {
-            Gate::Pass(h) => reached.policy = h,
-            Gate::Answer {
-                status,
-                code,
-                headers,
-            } => {
-                reached.policy = headers;
-                return match code {
-                    Some(code) => Err(ProxyError::Refused { status, code }),
-                    None => {
-                        let mut r = Response::new(ResponseBody::empty());
-                        *r.status_mut() = status;
-                        Ok(r)
-                    }
-                };
-            }
+        let view = crate::policy::RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            client: conn.peer.ip(),
+            tls: conn.tls,
+            headers: req.headers(),
+        };
+        match chain.apply(&view, w, snap).await {
+            Gate::Pass(h, e) => (reached.policy, edits) = (h, e),
+            Gate::Answer(a) => return Ok(policy_answer(a, request_id)),
         }
     }
     route.backends[bi].metrics.shard(w.id).start();
@@ -596,6 +615,7 @@ async fn handle_inner(
         Policies::of(snap),
         trusted,
     )?;
+    edits.apply(req.headers_mut());
 
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let call = Call {

@@ -3,6 +3,7 @@
 
 mod cases {
     pub mod admin;
+    pub mod auth;
     pub mod client_faults;
     pub mod config_check;
     pub mod consul_clients;

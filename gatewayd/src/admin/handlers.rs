@@ -438,6 +438,7 @@ fn config_status(c: &Control, last: ReloadStatus) -> ConfigStatus {
         last_reload: last,
         source: cfg.source.to_string(),
         tls: c.tls_status(),
+        jwks: c.policies.jwks(),
     }
 }
 

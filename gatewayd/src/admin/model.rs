@@ -314,6 +314,9 @@ pub struct ConfigStatus {
     /// Certificates of each TLS listener, and whether its last reload was refused.
     #[serde(default)]
     pub tls: Vec<crate::tls::TlsListenerStatus>,
+    /// Key sets of the JWT policies: loaded, stale (last good kept), last error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwks: Vec<crate::policy::JwksStatus>,
 }
 
 /// Result of a reload attempt.

@@ -1,10 +1,14 @@
 //! Validated `[policies.NAME]`: named, reusable request policies that routes list by name.
 
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::HeaderName;
 use http::Method;
+
+/// A JWT signature algorithm (`RS256`, `ES256`, `EdDSA`, `HS256`, ...).
+pub use jsonwebtoken::Algorithm as JwtAlgorithm;
 
 /// One `[policies.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,64 @@ pub enum PolicyKind {
     Cors(CorsConfig),
     /// Requests per key and period (GCRA), 429 beyond.
     RateLimit(RateLimitConfig),
+    /// Bearer tokens (JWT) verified against a JWKS, 401 otherwise.
+    Jwt(JwtConfig),
+    /// A subrequest to an auth service decides.
+    ForwardAuth(ForwardAuthConfig),
+}
+
+/// `kind = "jwt"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Where the keys come from.
+    pub jwks: JwksSource,
+    /// How often the key set is read again; also the least gap between two refetches that
+    /// tokens with an unknown `kid` ask for.
+    pub refresh_interval: Duration,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any one of them); empty: `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Algorithms accepted; empty: whatever the key's type allows (never `none`).
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Claims copied onto the upstream request: (claim, header), client-sent copies removed.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// Remove `Authorization` before the request goes upstream.
+    pub strip_authorization: bool,
+}
+
+/// Where a JWT policy reads its JSON Web Key Set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local file (re-read on the refresh interval).
+    File(PathBuf),
+    /// An `http://` or `https://` URL, fetched in the background.
+    Url(String),
+}
+
+/// `kind = "forward_auth"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthConfig {
+    /// The auth service: a `[services.NAME]`, balanced and pooled like any other.
+    pub service: String,
+    /// Path (and query) of the subrequest.
+    pub path: String,
+    /// How long the auth service may take to answer.
+    pub timeout: Duration,
+    /// The only client headers sent to the auth service.
+    pub request_headers: Vec<HeaderName>,
+    /// Headers of an allowing answer copied onto the upstream request.
+    pub response_headers: Vec<HeaderName>,
+    /// When the auth service fails (5xx, timeout, unreachable): let the request go on.
+    pub failure_mode_allow: bool,
+    /// How long an allowing answer is reused; None: never cached.
+    pub cache_ttl: Option<Duration>,
+    /// Request headers whose values key the cache.
+    pub cache_key: Vec<HeaderName>,
+    /// Cache entries kept at most.
+    pub cache_max_entries: usize,
 }
 
 /// `kind = "cors"`.
@@ -85,6 +147,9 @@ pub enum RateKey {
     ClientIp,
     /// A request header's value (requests without it share one bucket).
     Header(HeaderName),
+    /// A claim of the token the route's `jwt` policy verified (requests without it share one
+    /// bucket).
+    Claim(String),
     /// The route as a whole: one bucket.
     Route,
 }

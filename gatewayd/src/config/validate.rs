@@ -16,6 +16,7 @@ use super::types::*;
 use super::{ConfigError, ConfigErrors};
 use crate::route::PathTemplate;
 
+mod auth;
 mod policies;
 
 /// Most backends one route may split between.
@@ -166,7 +167,7 @@ pub(super) fn validate(
     }
     let mut policy_set = BTreeMap::new();
     for (name, p) in &raw.policies {
-        if let Some(pc) = policies::policy(&mut cx, name, p) {
+        if let Some(pc) = policies::policy(&mut cx, name, p, &services) {
             policy_set.insert(name.get_ref().clone(), pc);
         }
     }
@@ -1049,6 +1050,7 @@ fn route(
             policies.push(n.clone());
         }
     }
+    route_policies(cx, f, &p, known_policies);
     if cx.errors.len() != before {
         return None;
     }
@@ -1231,5 +1233,59 @@ fn route_path(cx: &mut Ctx<'_>, p: &str, f: &file::RouteFile) -> PathMatch {
         PathMatch::Exact(s.clone())
     } else {
         PathMatch::Prefix(s.clone())
+    }
+}
+
+/// What a route's list of policies must hold together: at most one `jwt` and one
+/// `forward_auth`, and a `jwt` wherever a rate limit is keyed by a claim.
+fn route_policies(
+    cx: &mut Ctx<'_>,
+    f: &file::RouteFile,
+    p: &str,
+    known: &BTreeMap<Spanned<String>, Spanned<file::PolicyFile>>,
+) {
+    let of = |name: &str| {
+        known
+            .iter()
+            .find(|(k, _)| k.get_ref() == name)
+            .map(|(_, v)| v.get_ref())
+    };
+    let kind_of = |name: &str| of(name).map(|v| v.kind.get_ref().as_str());
+    for kind in ["jwt", "forward_auth", "cors"] {
+        let mut listed = f
+            .policies
+            .iter()
+            .filter(|n| kind_of(n.get_ref()) == Some(kind));
+        if let (Some(first), Some(second)) = (listed.next(), listed.next()) {
+            cx.err(
+                second.span(),
+                format!("{p}.policies"),
+                format!(
+                    "'{}' and '{}' are both {kind} policies: a route takes one",
+                    first.get_ref(),
+                    second.get_ref()
+                ),
+            );
+        }
+    }
+    let has_jwt = f
+        .policies
+        .iter()
+        .any(|n| kind_of(n.get_ref()) == Some("jwt"));
+    for n in &f.policies {
+        let claim = of(n.get_ref())
+            .filter(|v| v.kind.get_ref() == "rate_limit")
+            .and_then(|v| v.key.as_ref())
+            .and_then(|k| k.get_ref().strip_prefix("claim:"));
+        if let (Some(claim), false) = (claim, has_jwt) {
+            cx.err(
+                n.span(),
+                format!("{p}.policies"),
+                format!(
+                    "'{}' is keyed by claim:{claim}, which needs a jwt policy on the route to verify the token",
+                    n.get_ref()
+                ),
+            );
+        }
     }
 }

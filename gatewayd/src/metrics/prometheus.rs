@@ -419,6 +419,87 @@ fn policy(o: &mut Out, policies: &crate::policy::PolicyRegistry) {
     for (policy, n) in policies.keys_in_use() {
         o.sample("meshgate_ratelimit_keys", &[("policy", &policy)], n);
     }
+    policy_auth(o, policies);
+}
+
+/// JWKS reads and staleness; forward-auth latency histograms and cache sizes.
+fn policy_auth(o: &mut Out, policies: &crate::policy::PolicyRegistry) {
+    let jwks = policies.jwks();
+    o.family(
+        "meshgate_jwks_fetches_total",
+        "counter",
+        "Reads of JWT policies' key sets, by result.",
+    );
+    for j in &jwks {
+        for (result, n) in [("ok", j.fetches - j.failures), ("failed", j.failures)] {
+            o.sample(
+                "meshgate_jwks_fetches_total",
+                &[("policy", &j.policy), ("result", result)],
+                n,
+            );
+        }
+    }
+    o.family(
+        "meshgate_jwks_stale",
+        "gauge",
+        "1 while a JWT policy's keys are not fresh: its last read failed, or none succeeded yet.",
+    );
+    for j in &jwks {
+        let stale = u8::from(j.stale || !j.loaded);
+        o.sample("meshgate_jwks_stale", &[("policy", &j.policy)], stale);
+    }
+    o.family(
+        "meshgate_jwks_keys",
+        "gauge",
+        "Usable keys held by a JWT policy's key set.",
+    );
+    for j in &jwks {
+        o.sample("meshgate_jwks_keys", &[("policy", &j.policy)], j.keys);
+    }
+    let auths = policies.forward_auths();
+    o.family(
+        "meshgate_forward_auth_duration_seconds",
+        "histogram",
+        "Time the auth service took to answer or fail, by policy.",
+    );
+    for (name, fa) in &auths {
+        let mut cumulative = 0;
+        let bounds = crate::policy::LATENCY_BUCKETS.iter().map(|b| b.to_string());
+        for (le, count) in bounds
+            .chain(std::iter::once("+Inf".to_string()))
+            .zip(&fa.latency.buckets)
+        {
+            cumulative += count.load(Relaxed);
+            o.sample(
+                "meshgate_forward_auth_duration_seconds_bucket",
+                &[("policy", name), ("le", &le)],
+                cumulative,
+            );
+        }
+        let sum = fa.latency.sum_micros.load(Relaxed) as f64 / 1e6;
+        o.sample(
+            "meshgate_forward_auth_duration_seconds_sum",
+            &[("policy", name)],
+            sum,
+        );
+        o.sample(
+            "meshgate_forward_auth_duration_seconds_count",
+            &[("policy", name)],
+            cumulative,
+        );
+    }
+    o.family(
+        "meshgate_forward_auth_cache_entries",
+        "gauge",
+        "Allowing answers cached, by policy.",
+    );
+    for (name, fa) in &auths {
+        o.sample(
+            "meshgate_forward_auth_cache_entries",
+            &[("policy", name)],
+            fa.cached(),
+        );
+    }
 }
 
 #[cfg(test)]

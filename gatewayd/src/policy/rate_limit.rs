@@ -15,6 +15,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
 
+use super::jwt::Claims;
 use super::Headers;
 use crate::config::{RateKey, RateLimitConfig};
 
@@ -88,9 +89,20 @@ impl RateLimit {
         &self.name
     }
 
-    /// Counts one request of `client` (and its headers) against its bucket.
-    pub fn check(&self, client: IpAddr, headers: &dyn Headers) -> Decision {
-        let key = self.key_of(client, headers);
+    /// True when buckets are keyed by a JWT claim (the limit then runs after the jwt policy).
+    pub fn by_claim(&self) -> bool {
+        matches!(self.key, RateKey::Claim(_))
+    }
+
+    /// Counts one request of `client` (its headers, the claims of its verified token) against
+    /// its bucket.
+    pub fn check(
+        &self,
+        client: IpAddr,
+        headers: &dyn Headers,
+        claims: Option<&Claims>,
+    ) -> Decision {
+        let key = self.key_of(client, headers, claims);
         match self.limiter.check_key(&key) {
             Ok(snapshot) => {
                 self.decisions[0].fetch_add(1, Relaxed);
@@ -131,11 +143,18 @@ impl RateLimit {
     }
 
     /// A 64-bit hash of the key's value (random per process, so clients cannot aim collisions).
-    fn key_of(&self, client: IpAddr, headers: &dyn Headers) -> u64 {
+    fn key_of(&self, client: IpAddr, headers: &dyn Headers, claims: Option<&Claims>) -> u64 {
         let mut h = self.hasher.build_hasher();
         match &self.key {
             RateKey::ClientIp => client.hash(&mut h),
             RateKey::Header(name) => headers.get(name).hash(&mut h),
+            // Requests without the claim share one bucket; a string claim is its text, any
+            // other value its JSON.
+            RateKey::Claim(name) => match claims.and_then(|c| c.get(name)) {
+                None => 0u8.hash(&mut h),
+                Some(serde_json::Value::String(s)) => (1u8, s).hash(&mut h),
+                Some(v) => (2u8, v.to_string()).hash(&mut h),
+            },
             RateKey::Route => 0u8.hash(&mut h),
         }
         h.finish()
@@ -143,7 +162,7 @@ impl RateLimit {
 }
 
 /// A Structured Fields string's content: only printable ASCII, `"` and `\` escaped.
-fn sf_string(s: &str) -> String {
+pub(super) fn sf_string(s: &str) -> String {
     s.chars()
         .filter(|c| (' '..='~').contains(c))
         .flat_map(|c| match c {
@@ -273,7 +292,7 @@ mod tests {
     fn a_burst_passes_then_the_limit_answers_with_its_headers() {
         let l = limit(1, 60, 3, 100);
         for left in [2, 1, 0] {
-            let Decision::Allow([(p, pv), (r, rv)]) = l.check(ip(1), &NoHeaders) else {
+            let Decision::Allow([(p, pv), (r, rv)]) = l.check(ip(1), &NoHeaders, None) else {
                 panic!("within the burst")
             };
             assert_eq!((p, r), (RATELIMIT_POLICY, RATELIMIT));
@@ -288,14 +307,17 @@ mod tests {
         let Decision::Deny {
             retry_after,
             headers,
-        } = l.check(ip(1), &NoHeaders)
+        } = l.check(ip(1), &NoHeaders, None)
         else {
             panic!("over the limit")
         };
         assert!((1..=60).contains(&retry_after), "{retry_after}");
         assert!(headers[1].1.to_str().unwrap().contains(";r=0;"));
         // Another key keeps its full rate.
-        assert!(matches!(l.check(ip(2), &NoHeaders), Decision::Allow(_)));
+        assert!(matches!(
+            l.check(ip(2), &NoHeaders, None),
+            Decision::Allow(_)
+        ));
     }
 
     #[test]
@@ -303,7 +325,7 @@ mod tests {
         let l = limit(1, 3600, 1, 1000);
         let mut allowed = 0;
         for i in 0..200_000 {
-            if matches!(l.check(ip(i), &NoHeaders), Decision::Allow(_)) {
+            if matches!(l.check(ip(i), &NoHeaders, None), Decision::Allow(_)) {
                 allowed += 1;
             }
         }
@@ -311,7 +333,10 @@ mod tests {
         // 1,000 keys with one request each, then one for the overflow bucket.
         assert_eq!(allowed, 1001);
         // A key already in the table keeps its own bucket.
-        assert!(matches!(l.check(ip(5), &NoHeaders), Decision::Deny { .. }));
+        assert!(matches!(
+            l.check(ip(5), &NoHeaders, None),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]

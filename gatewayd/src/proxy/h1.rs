@@ -34,12 +34,12 @@ use self::respond::{
 pub(crate) use self::rewind::Rewind;
 use self::timers::{LazyDeadline, Timers};
 use self::upstream::{Downstream, Outgoing, READ_BUF};
-use super::error::{respond, ClientFault, ProxyError};
+use super::error::{ClientFault, ProxyError};
 use super::{
     attempts, finish, select, stopped, with_rng, Call, ConnInfo, LogLine, Policies, Reached, Worker,
 };
 use crate::config::UpstreamProtocol;
-use crate::policy::{Gate, ResponseHeaders};
+use crate::policy::{Gate, RequestView, ResponseHeaders, UpstreamEdits};
 
 /// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
 /// more (it grows for larger heads and for bodies).
@@ -251,30 +251,25 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
         buf.clear();
         return Next::Handover(pre.freeze());
     }
+    let mut edits = UpstreamEdits::default();
     if let Some(chain) = &route.policies {
         let fields = head::FieldsView {
             raw: &head.raw,
             fields: &s.fields,
         };
-        match chain.apply(head.req.method(), info.peer.ip(), &fields) {
-            Gate::Pass(h) => extra = h,
-            Gate::Answer {
-                status,
-                code,
-                headers,
-            } => {
-                let mut resp = match code {
-                    Some(code) => {
-                        respond(&ProxyError::Refused { status, code }, request_id.as_ref())
-                    }
-                    None => {
-                        let mut r = http::Response::new(crate::proxy::ResponseBody::empty());
-                        *r.status_mut() = status;
-                        r
-                    }
-                };
-                crate::policy::add_to(resp.headers_mut(), &headers);
-                record(status.as_u16(), &reached, log.take());
+        let view = RequestView {
+            method: head.req.method(),
+            uri: head.req.uri(),
+            client: info.peer.ip(),
+            tls: info.tls,
+            headers: &fields,
+        };
+        match chain.apply(&view, w, &snap).await {
+            Gate::Pass(h, e) => (extra, edits) = (h, e),
+            Gate::Answer(a) => {
+                let status = a.status.as_u16();
+                let resp = super::policy_answer(a, request_id.as_ref());
+                record(status, &reached, log.take());
                 return answer(io, resp, after_error, head_request).await;
             }
         }
@@ -298,7 +293,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
             pol.forwarded_headers,
             snap.config.gateway.trusts(info.peer.ip()),
         ),
-        new_request_id.as_ref(),
+        (new_request_id.as_ref(), &edits),
     );
     if let Err(e) = written {
         refuse!(e, after_error);

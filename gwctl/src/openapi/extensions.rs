@@ -130,8 +130,10 @@ fn generate(keys: &Map<String, Value>, kind: &str, name: &str) -> Result<Generat
         name: name.to_string(),
         table,
     };
+    // On a route of its own, as the import uses it: what a policy needs from its route (a
+    // claim-keyed limit needs a jwt policy beside it) is checked too.
     let src = format!(
-        "[services.s]\nendpoints = [\"127.0.0.1:1\"]\n{}",
+        "[services.s]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"r\"\npolicies = [\"{name}\"]\nbackends = [{{ name = \"s\", weight = 1 }}]\n\n{}",
         super::render::policy_table(&g)
     );
     match gatewayd::config::from_str(&src, "x") {

@@ -8,8 +8,11 @@ use http::header::HeaderName;
 use http::Method;
 use toml::Spanned;
 
+use std::collections::BTreeMap;
+
 use super::super::file::PolicyFile;
 use super::super::policies::*;
+use super::super::types::ServiceConfig;
 use super::{valid_name, Ctx};
 
 /// Buckets a rate limit keeps by default.
@@ -21,6 +24,7 @@ pub(super) fn policy(
     cx: &mut Ctx<'_>,
     name: &Spanned<String>,
     p: &Spanned<PolicyFile>,
+    services: &BTreeMap<String, ServiceConfig>,
 ) -> Option<PolicyConfig> {
     let before = cx.errors.len();
     let n = name.get_ref();
@@ -33,28 +37,35 @@ pub(super) fn policy(
         );
     }
     let f = p.get_ref();
-    let kind = match f.kind.get_ref().as_str() {
-        "cors" => {
-            foreign(cx, f, &prefix, "cors", &rate_limit_keys(f));
-            PolicyKind::Cors(cors(cx, f, &prefix))
+    let kind = f.kind.get_ref().as_str();
+    if KINDS.contains(&kind) {
+        // Keys of another kind are mistakes, not silently ignored settings.
+        for (k, owner, span) in present_keys(f) {
+            if owner != kind {
+                cx.err(
+                    span,
+                    format!("{prefix}.{k}"),
+                    format!("not a key of a {kind} policy (it belongs to {owner})"),
+                );
+            }
         }
-        "rate_limit" => {
-            foreign(cx, f, &prefix, "rate_limit", &cors_keys(f));
-            PolicyKind::RateLimit(rate_limit(cx, f, &prefix, p.span())?)
-        }
-        k @ ("jwt" | "forward_auth") => {
-            cx.err(
-                f.kind.span(),
-                format!("{prefix}.kind"),
-                format!("'{k}' policies are not implemented yet (cors, rate_limit are)"),
-            );
-            return None;
-        }
+    }
+    let kind = match kind {
+        "cors" => PolicyKind::Cors(cors(cx, f, &prefix)),
+        "rate_limit" => PolicyKind::RateLimit(rate_limit(cx, f, &prefix, p.span())?),
+        "jwt" => PolicyKind::Jwt(super::auth::jwt(cx, f, &prefix, p.span())?),
+        "forward_auth" => PolicyKind::ForwardAuth(super::auth::forward_auth(
+            cx,
+            f,
+            &prefix,
+            p.span(),
+            services,
+        )?),
         other => {
             cx.err(
                 f.kind.span(),
                 format!("{prefix}.kind"),
-                format!("'{other}' is not one of cors, rate_limit"),
+                format!("'{other}' is not one of {}", KINDS.join(", ")),
             );
             return None;
         }
@@ -65,55 +76,115 @@ pub(super) fn policy(
     })
 }
 
-/// The CORS keys present, with their spans.
-fn cors_keys(f: &PolicyFile) -> Vec<(&'static str, Range<usize>)> {
+/// The kinds of policy.
+const KINDS: [&str; 4] = ["cors", "rate_limit", "jwt", "forward_auth"];
+
+/// Every key present besides `kind`: (key, the kind it belongs to, span).
+fn present_keys(f: &PolicyFile) -> Vec<(&'static str, &'static str, Range<usize>)> {
     let list =
         |v: &Option<Vec<Spanned<String>>>| v.as_ref().and_then(|l| l.first()).map(|s| s.span());
+    let one = |v: Option<Range<usize>>| v;
     [
-        ("allow_origins", list(&f.allow_origins)),
-        ("allow_methods", list(&f.allow_methods)),
-        ("allow_headers", list(&f.allow_headers)),
-        ("expose_headers", list(&f.expose_headers)),
+        ("allow_origins", "cors", list(&f.allow_origins)),
+        ("allow_methods", "cors", list(&f.allow_methods)),
+        ("allow_headers", "cors", list(&f.allow_headers)),
+        ("expose_headers", "cors", list(&f.expose_headers)),
         (
             "allow_credentials",
-            f.allow_credentials.as_ref().map(|v| v.span()),
+            "cors",
+            one(f.allow_credentials.as_ref().map(|v| v.span())),
         ),
-        ("max_age", f.max_age.as_ref().map(|v| v.span())),
+        ("max_age", "cors", one(f.max_age.as_ref().map(|v| v.span()))),
+        ("rate", "rate_limit", one(f.rate.as_ref().map(|v| v.span()))),
+        (
+            "burst",
+            "rate_limit",
+            one(f.burst.as_ref().map(|v| v.span())),
+        ),
+        ("key", "rate_limit", one(f.key.as_ref().map(|v| v.span()))),
+        (
+            "max_keys",
+            "rate_limit",
+            one(f.max_keys.as_ref().map(|v| v.span())),
+        ),
+        (
+            "scope",
+            "rate_limit",
+            one(f.scope.as_ref().map(|v| v.span())),
+        ),
+        (
+            "jwks_file",
+            "jwt",
+            one(f.jwks_file.as_ref().map(|v| v.span())),
+        ),
+        (
+            "jwks_url",
+            "jwt",
+            one(f.jwks_url.as_ref().map(|v| v.span())),
+        ),
+        (
+            "jwks_refresh_interval",
+            "jwt",
+            one(f.jwks_refresh_interval.as_ref().map(|v| v.span())),
+        ),
+        ("issuer", "jwt", one(f.issuer.as_ref().map(|v| v.span()))),
+        ("audiences", "jwt", list(&f.audiences)),
+        ("leeway", "jwt", one(f.leeway.as_ref().map(|v| v.span()))),
+        ("algorithms", "jwt", list(&f.algorithms)),
+        (
+            "forward_claims",
+            "jwt",
+            f.forward_claims
+                .as_ref()
+                .and_then(|m| m.values().next())
+                .map(|v| v.span()),
+        ),
+        (
+            "strip_authorization",
+            "jwt",
+            one(f.strip_authorization.as_ref().map(|v| v.span())),
+        ),
+        (
+            "service",
+            "forward_auth",
+            one(f.service.as_ref().map(|v| v.span())),
+        ),
+        (
+            "path",
+            "forward_auth",
+            one(f.path.as_ref().map(|v| v.span())),
+        ),
+        (
+            "timeout",
+            "forward_auth",
+            one(f.timeout.as_ref().map(|v| v.span())),
+        ),
+        ("request_headers", "forward_auth", list(&f.request_headers)),
+        (
+            "response_headers",
+            "forward_auth",
+            list(&f.response_headers),
+        ),
+        (
+            "failure_mode_allow",
+            "forward_auth",
+            one(f.failure_mode_allow.as_ref().map(|v| v.span())),
+        ),
+        (
+            "cache_ttl",
+            "forward_auth",
+            one(f.cache_ttl.as_ref().map(|v| v.span())),
+        ),
+        ("cache_key", "forward_auth", list(&f.cache_key)),
+        (
+            "cache_max_entries",
+            "forward_auth",
+            one(f.cache_max_entries.as_ref().map(|v| v.span())),
+        ),
     ]
     .into_iter()
-    .filter_map(|(k, s)| Some((k, s?)))
+    .filter_map(|(k, owner, s)| Some((k, owner, s?)))
     .collect()
-}
-
-/// The rate-limit keys present, with their spans.
-fn rate_limit_keys(f: &PolicyFile) -> Vec<(&'static str, Range<usize>)> {
-    [
-        ("rate", f.rate.as_ref().map(|v| v.span())),
-        ("burst", f.burst.as_ref().map(|v| v.span())),
-        ("key", f.key.as_ref().map(|v| v.span())),
-        ("max_keys", f.max_keys.as_ref().map(|v| v.span())),
-        ("scope", f.scope.as_ref().map(|v| v.span())),
-    ]
-    .into_iter()
-    .filter_map(|(k, s)| Some((k, s?)))
-    .collect()
-}
-
-/// Refuses keys that belong to another kind of policy.
-fn foreign(
-    cx: &mut Ctx<'_>,
-    _f: &PolicyFile,
-    prefix: &str,
-    kind: &str,
-    keys: &[(&'static str, Range<usize>)],
-) {
-    for (k, span) in keys {
-        cx.err(
-            span.clone(),
-            format!("{prefix}.{k}"),
-            format!("not a key of a {kind} policy"),
-        );
-    }
 }
 
 fn cors(cx: &mut Ctx<'_>, f: &PolicyFile, prefix: &str) -> CorsConfig {
@@ -193,7 +264,7 @@ fn cors(cx: &mut Ctx<'_>, f: &PolicyFile, prefix: &str) -> CorsConfig {
 }
 
 /// Parses header names into `out`; true when the list holds `"*"`.
-fn header_list(
+pub(super) fn header_list(
     cx: &mut Ctx<'_>,
     v: &Option<Vec<Spanned<String>>>,
     field: &str,
@@ -293,14 +364,7 @@ fn rate_limit(
                     return None;
                 }
             },
-            Some(("claim", _)) => {
-                cx.err(
-                    k.span(),
-                    format!("{prefix}.key"),
-                    "claim keys need a jwt policy, which is not implemented yet",
-                );
-                return None;
-            }
+            Some(("claim", claim)) if !claim.is_empty() => RateKey::Claim(claim.to_string()),
             _ => {
                 cx.err(
                     k.span(),
@@ -446,8 +510,8 @@ mod tests {
             ),
             (
                 "[policies.per-client]\nkind = \"jwt\"\n",
-                "policies.per-client.kind",
-                "not implemented yet",
+                "policies.per-client.jwks_file",
+                "needs jwks_file or jwks_url",
             ),
             (
                 "[policies.per-client]\nkind = \"rate_limit\"\nrate = \"5/s\"\n",

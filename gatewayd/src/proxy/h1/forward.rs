@@ -7,6 +7,7 @@ use http::HeaderValue;
 
 use super::head::{listed_in_connection, Field, Framing, Kind, RequestHead};
 use crate::config::PathMatch;
+use crate::policy::UpstreamEdits;
 use crate::proxy::error::ProxyError;
 use crate::proxy::ConnInfo;
 use crate::route::rewrite_path;
@@ -28,6 +29,8 @@ pub struct Additions<'a> {
     pub new_request_id: Option<&'a HeaderValue>,
     /// The address the client connected to (`Host` of an HTTP/1.0 request without one).
     pub local: std::net::SocketAddr,
+    /// Fields the route's policies remove and add (claims, auth answers).
+    pub edits: Option<&'a UpstreamEdits>,
 }
 
 /// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
@@ -111,7 +114,11 @@ pub fn write_upstream_head(
         let keep = match f.kind {
             // Only plain fields can be made hop-by-hop by `Connection`: framing and `Host` are
             // not the client's to remove (a listed `Content-Length` would desynchronise us).
-            Kind::Other => !(head.listed && listed_in_connection(raw, fields, f.name(raw))),
+            Kind::Other => {
+                let connection = head.listed && listed_in_connection(raw, fields, f.name(raw));
+                let removed = add.edits.is_some_and(|e| e.removes(f.name(raw)));
+                !connection && !removed
+            }
             Kind::Host if authority.is_some() => false,
             Kind::Host => {
                 host = Some(value);
@@ -195,12 +202,15 @@ pub fn write_upstream_head(
     if let Some(id) = add.new_request_id {
         put_field(out, b"x-request-id", id.as_bytes());
     }
+    for (k, v) in add.edits.map_or(&[][..], |e| &e.add) {
+        put_field(out, k.as_str().as_bytes(), v.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     Ok(())
 }
 
 /// Writes the upstream request head for a request that matched `route`: the target as the
-/// route rewrites it, and what the policies add.
+/// route rewrites it, and what the policies add (a new request id, the route policies' edits).
 pub(super) fn upstream_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -208,7 +218,7 @@ pub(super) fn upstream_head(
     route: &RouteRuntime,
     info: &ConnInfo,
     (forwarded_headers, trusted): (bool, bool),
-    new_request_id: Option<&HeaderValue>,
+    (new_request_id, edits): (Option<&HeaderValue>, &UpstreamEdits),
 ) -> Result<(), ProxyError> {
     let uri = head.req.uri();
     let target = match (&route.config.rewrite, &route.config.path) {
@@ -228,6 +238,7 @@ pub(super) fn upstream_head(
         trusted,
         new_request_id,
         local: info.local,
+        edits: (!edits.is_empty()).then_some(edits),
     };
     write_upstream_head(out, head, fields, &add)
 }

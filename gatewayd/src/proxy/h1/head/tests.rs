@@ -158,6 +158,7 @@ fn plain(target: &str) -> Additions<'_> {
         trusted: false,
         new_request_id: None,
         local: "127.0.0.1:80".parse().unwrap(),
+        edits: None,
     }
 }
 
@@ -231,6 +232,7 @@ fn adds_forwarding_fields_and_a_new_request_id() {
         trusted: true,
         new_request_id: Some(&id),
         local: "127.0.0.1:80".parse().unwrap(),
+        edits: None,
     };
     let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Forwarded-Host: front.example\r\nX-Request-Id: \r\n\r\n";
     // From a trusted proxy: its X-Forwarded-For is appended to, its -Proto and -Host kept.
@@ -343,6 +345,7 @@ mod props {
                 trusted: false,
                 new_request_id: Some(&id),
                 local: "127.0.0.1:80".parse().unwrap(),
+                edits: None,
             };
             let mut out = Vec::new();
             if write_upstream_head(&mut out, &head, &parsed, &add).is_err() {
@@ -366,4 +369,27 @@ mod props {
             prop_assert!(count("connection") <= usize::from(head.upgrade), "{}", text);
         }
     }
+}
+
+#[test]
+fn policy_edits_remove_client_fields_in_any_spelling_and_add_their_own() {
+    let edits = crate::policy::UpstreamEdits {
+        remove: vec![
+            http::HeaderName::from_static("x-user"),
+            http::header::AUTHORIZATION,
+        ],
+        add: vec![(
+            http::HeaderName::from_static("x-user"),
+            HeaderValue::from_static("alice"),
+        )],
+    };
+    let add = Additions {
+        edits: Some(&edits),
+        ..plain("/")
+    };
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-User: eve\r\nx_USER: mallory\r\nAuthorization: Bearer t\r\nX-Users: kept\r\n\r\n";
+    assert_eq!(
+        upstream(raw, &add),
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Users: kept\r\nx-user: alice\r\n\r\n"
+    );
 }
