@@ -14,6 +14,7 @@
 //! in the [`PolicyRegistry`], keyed by policy name, and survives reloads that leave that
 //! policy's config unchanged.
 
+mod chain;
 mod cors;
 mod forward_auth;
 mod jwks;
@@ -24,9 +25,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
+pub use chain::{Answer, Gate, RoutePolicies};
 pub use cors::{Cors, Verdict};
 pub use forward_auth::{ForwardAuth, FAILURE_MODE_ALLOWED, LATENCY_BUCKETS};
 pub use jwks::JwksStatus;
@@ -34,8 +35,6 @@ pub use jwt::{Claims, Jwt};
 pub use rate_limit::{Decision, RateLimit, RATELIMIT, RATELIMIT_POLICY};
 
 use crate::config::{Config, PolicyConfig, PolicyKind};
-use crate::proxy::Worker;
-use crate::snapshot::Snapshot;
 
 /// Headers a policy puts on the answer.
 pub type ResponseHeaders = Vec<(HeaderName, HeaderValue)>;
@@ -114,40 +113,6 @@ impl UpstreamEdits {
     }
 }
 
-/// A route's compiled policies, in the order they run.
-#[derive(Debug, Default)]
-pub struct RoutePolicies {
-    cors: Option<Arc<Cors>>,
-    limits: Vec<Arc<RateLimit>>,
-    jwt: Option<Arc<Jwt>>,
-    claim_limits: Vec<Arc<RateLimit>>,
-    forward_auth: Option<Arc<ForwardAuth>>,
-}
-
-/// An answer the chain gives instead of the upstream.
-#[derive(Debug)]
-pub struct Answer {
-    /// 204 (preflight), 403 (refused preflight), 429, 401/400 (token), 503 (no JWKS, auth
-    /// service down), or the auth service's own 3xx/4xx.
-    pub status: StatusCode,
-    /// Machine-readable code of the gateway's JSON body; None: `body` (or nothing) is sent.
-    pub code: Option<&'static str>,
-    /// The answer's headers (`Retry-After`, `RateLimit*`, CORS, `WWW-Authenticate`, or the
-    /// auth service's own).
-    pub headers: ResponseHeaders,
-    /// The auth service's body, sent as it came.
-    pub body: Option<Bytes>,
-}
-
-/// What the chain decided.
-#[derive(Debug)]
-pub enum Gate {
-    /// Go on: put these headers on the answer, change the request so.
-    Pass(ResponseHeaders, UpstreamEdits),
-    /// Answer here; the upstream never sees the request.
-    Answer(Answer),
-}
-
 /// Puts a chain's headers on an answer's header map: the policy's `Access-Control-*` replace the
 /// upstream's own (never two of them), other fields are appended (`Vary` merges by appending).
 pub fn add_to(map: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
@@ -168,108 +133,6 @@ pub fn add_to(map: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
 /// An `Access-Control-*` response field.
 pub fn is_cors(name: &HeaderName) -> bool {
     name.as_str().starts_with("access-control-")
-}
-
-impl RoutePolicies {
-    /// True when the chain may wait (a forward-auth subrequest); a chain without one never
-    /// suspends.
-    pub fn awaits(&self) -> bool {
-        self.forward_auth.is_some()
-    }
-
-    /// Runs the chain for one request. `w` and `snap` serve the forward-auth subrequest.
-    pub async fn apply(&self, req: &RequestView<'_>, w: &Worker, snap: &Snapshot) -> Gate {
-        let gate = self.check(req);
-        match (&self.forward_auth, gate) {
-            (Some(fa), Gate::Pass(out, mut edits)) => {
-                // Boxed: the subrequest's state is only paid for on routes that make one.
-                match Box::pin(fa.check(req, w, snap, &mut edits)).await {
-                    Ok(()) => Gate::Pass(out, edits),
-                    Err(a) => refuse(a, out),
-                }
-            }
-            (_, gate) => gate,
-        }
-    }
-
-    /// The chain up to forward auth (CORS, limits, JWT, claim limits): never waits.
-    pub fn check(&self, req: &RequestView<'_>) -> Gate {
-        let mut out = ResponseHeaders::new();
-        let mut edits = UpstreamEdits::default();
-        if let Some(c) = &self.cors {
-            match c.judge(req.method, req.headers) {
-                Verdict::Preflight(h) => {
-                    return Gate::Answer(Answer {
-                        status: StatusCode::NO_CONTENT,
-                        code: None,
-                        headers: h,
-                        body: None,
-                    })
-                }
-                Verdict::Refused(h) => {
-                    return Gate::Answer(Answer {
-                        status: StatusCode::FORBIDDEN,
-                        code: Some("cors_refused"),
-                        headers: h,
-                        body: None,
-                    })
-                }
-                Verdict::Actual(h) => out.extend(h),
-            }
-        }
-        if let Some(a) = limit(&self.limits, req, None, &mut out) {
-            return refuse(a, out);
-        }
-        let claims = match &self.jwt {
-            None => None,
-            Some(j) => match j.check(req.headers) {
-                Ok(c) => {
-                    j.edits(&c, &mut edits);
-                    Some(c)
-                }
-                Err((_, a)) => return refuse(a, out),
-            },
-        };
-        if let Some(a) = limit(&self.claim_limits, req, claims.as_ref(), &mut out) {
-            return refuse(a, out);
-        }
-        Gate::Pass(out, edits)
-    }
-}
-
-/// A refusal carrying the headers earlier policies produced (CORS first, so a browser reads it).
-fn refuse(mut a: Answer, mut out: ResponseHeaders) -> Gate {
-    out.append(&mut a.headers);
-    a.headers = out;
-    Gate::Answer(a)
-}
-
-/// Runs rate limits; the 429 when one is exceeded.
-fn limit(
-    limits: &[Arc<RateLimit>],
-    req: &RequestView<'_>,
-    claims: Option<&Claims>,
-    out: &mut ResponseHeaders,
-) -> Option<Answer> {
-    for l in limits {
-        match l.check(req.client, req.headers, claims) {
-            Decision::Allow(h) => out.extend(h),
-            Decision::Deny {
-                retry_after,
-                headers,
-            } => {
-                let mut h = headers.to_vec();
-                h.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
-                return Some(Answer {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    code: Some("rate_limited"),
-                    headers: h,
-                    body: None,
-                });
-            }
-        }
-    }
-    None
 }
 
 /// One compiled policy.
@@ -423,6 +286,8 @@ impl PolicyRegistry {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
 
     const SRC: &str = "[services.blue]\nendpoints = [\"127.0.0.1:9001\"]\n\n[[routes]]\nname = \"web\"\npolicies = [\"limit\", \"cors\"]\nbackends = [{ name = \"blue\", weight = 1 }]\n\n[[routes]]\nname = \"plain\"\npath_prefix = \"/plain\"\nbackends = [{ name = \"blue\", weight = 1 }]\n\n[policies.cors]\nkind = \"cors\"\nallow_origins = [\"https://app.example.com\"]\n\n[policies.limit]\nkind = \"rate_limit\"\nrate = \"2/m\"\n";
