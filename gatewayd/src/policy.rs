@@ -90,7 +90,7 @@ impl UpstreamEdits {
             r.len() == name.len()
                 && r.iter().zip(name).all(|(&a, &b)| {
                     let b = b.to_ascii_lowercase();
-                    a == b || (a == b'-' && b == b'_')
+                    a == b || matches!((a, b), (b'-', b'_') | (b'_', b'-'))
                 })
         })
     }
