@@ -512,6 +512,10 @@ fn restart_required(a: &Config, b: &Config) -> Vec<String> {
             a.gateway.state_file != b.gateway.state_file,
         ),
         ("gateway.cluster", a.gateway.cluster != b.gateway.cluster),
+        (
+            "gateway.handover_socket",
+            a.gateway.handover_socket != b.gateway.handover_socket,
+        ),
         ("log", a.log != b.log),
         // The Consul client is built once; services' `consul = {…}` entries do reload live.
         ("consul", a.consul != b.consul),
@@ -561,12 +565,30 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     /// The admin API outlives the drain, so `/readyz` can answer 503 while it runs.
     admin_shutdown: watch::Sender<bool>,
+    /// The admin server's task: done once its connections closed.
+    admin_task: tokio::task::JoinHandle<()>,
+    /// Duplicates of every listening socket for a successor, with the hand-over socket's path
+    /// (`[gateway] handover_socket`); offered once [`App::run`] starts.
+    handover: Option<(PathBuf, crate::handover::Offer)>,
+    /// How to start a successor on SIGUSR2: the executable's path and the arguments.
+    successor: Option<(PathBuf, Vec<std::ffi::OsString>)>,
 }
 
 impl App {
     /// Binds every socket and starts workers and the admin API. Must run inside the control
     /// runtime (the admin server and background tasks are spawned on it).
     pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        Self::build_with(config, config_path, crate::handover::Inheritance::default()).await
+    }
+
+    /// [`App::build`] on the listening sockets a predecessor handed over where they match
+    /// the config (by listener name and address); the rest are bound fresh, and inherited
+    /// sockets the config no longer has are closed.
+    pub async fn build_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        mut inherited: crate::handover::Inheritance,
+    ) -> Result<Self, StartError> {
         let token = config
             .admin
             .token_file
@@ -574,6 +596,11 @@ impl App {
             .map(load_token)
             .transpose()?;
         let workers_n = config.gateway.workers.max(1);
+        let mut handover = config
+            .gateway
+            .handover_socket
+            .clone()
+            .map(|p| (p, crate::handover::Offer::default()));
         // Bind the first socket of each listener, then the others on the port it got (port 0
         // resolves once), so every worker shares one address through SO_REUSEPORT.
         let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerMode)>> =
@@ -597,18 +624,25 @@ impl App {
                 None if l.proxy_protocol => ListenerMode::ProxyProtocol,
                 None => ListenerMode::Plain,
             };
-            let first = bind_listener(l.addr).map_err(|source| StartError::Bind {
-                addr: l.addr,
-                source,
-            })?;
-            let addr = first.local_addr().map_err(|source| StartError::Bind {
-                addr: l.addr,
-                source,
-            })?;
-            per_worker[0].push((first, mode.clone()));
-            for list in per_worker.iter_mut().skip(1) {
-                let s = bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
-                list.push((s, mode.clone()));
+            let sockets = listener_sockets(l, workers_n, &mut inherited)?;
+            let addr = sockets.addr;
+            if let Some((_, offer)) = &mut handover {
+                for s in &sockets.sockets {
+                    let meta = crate::handover::SocketMeta {
+                        role: crate::handover::Role::Proxy,
+                        name: l.name.clone(),
+                        configured: l.addr,
+                        bound: addr,
+                    };
+                    offer
+                        .add(meta, s)
+                        .map_err(|source| StartError::Bind { addr, source })?;
+                }
+            }
+            // A worker may get several sockets of one listener (a predecessor with more
+            // workers): none of their queued connections is lost.
+            for (i, s) in sockets.sockets.into_iter().enumerate() {
+                per_worker[i % workers_n].push((s, mode.clone()));
             }
             let kind = match mode {
                 ListenerMode::Plain => "http",
@@ -616,7 +650,7 @@ impl App {
                 ListenerMode::RedirectHttps => "redirect-https",
                 ListenerMode::ProxyProtocol => "http+proxy-protocol",
             };
-            tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, "listening");
+            tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, inherited = sockets.inherited, "listening");
             listen_addrs.push(addr);
         }
         // A service whose TLS files do not load would fail every request: refuse to start.
@@ -628,12 +662,32 @@ impl App {
                 })?;
             }
         }
-        let admin_listener = tokio::net::TcpListener::bind(config.admin.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.admin.addr,
-                source,
-            })?;
+        let admin_bind_err = |source| StartError::Bind {
+            addr: config.admin.addr,
+            source,
+        };
+        let admin_listener = match inherited.take_admin(config.admin.addr) {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(admin_bind_err)?;
+                tokio::net::TcpListener::from_std(l).map_err(admin_bind_err)?
+            }
+            None => tokio::net::TcpListener::bind(config.admin.addr)
+                .await
+                .map_err(admin_bind_err)?,
+        };
+        if let Some((_, offer)) = &mut handover {
+            let meta = crate::handover::SocketMeta {
+                role: crate::handover::Role::Admin,
+                name: "admin".into(),
+                configured: config.admin.addr,
+                bound: admin_listener.local_addr().map_err(admin_bind_err)?,
+            };
+            offer.add(meta, &admin_listener).map_err(admin_bind_err)?;
+        }
+        if !inherited.is_empty() {
+            tracing::info!(sockets = ?inherited.leftovers(), "inherited sockets the config no longer has: closed");
+        }
+        drop(inherited);
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| StartError::Bind {
@@ -684,7 +738,7 @@ impl App {
             None => None,
         };
         let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
-        tokio::spawn(crate::admin::serve(
+        let admin_task = tokio::spawn(crate::admin::serve(
             admin_listener,
             control.clone(),
             admin_shutdown_rx,
@@ -702,38 +756,130 @@ impl App {
             workers: WorkerSet { threads },
             shutdown,
             admin_shutdown,
+            admin_task,
+            handover,
+            successor: None,
         })
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains and returns. SIGHUP reloads the config.
-    pub async fn run(self) {
+    /// Lets SIGUSR2 start a successor: `exe` (its path, read again then, so a replaced binary
+    /// file starts the new version) with `args`, which must make it take over.
+    pub fn set_successor_command(&mut self, exe: PathBuf, args: Vec<std::ffi::OsString>) {
+        self.successor = Some((exe, args));
+    }
+
+    /// Serves until SIGTERM or SIGINT, or until a successor took the listening sockets over,
+    /// then drains and returns. SIGHUP reloads the config; SIGUSR2 starts a successor (see
+    /// [`App::set_successor_command`]).
+    pub async fn run(mut self) {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined2()),
         ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
-        loop {
+        let (slot, mut successor_ready) = match self.handover.take() {
+            Some((path, offer)) => match crate::handover::serve(&path, offer) {
+                Ok((slot, rx)) => {
+                    tracing::info!(path = %path.display(), "hand-over socket listening");
+                    (Some(slot), Some(rx))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "no hand-over socket: a successor cannot take over");
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
+        crate::handover::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+        let successor = loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
                 _ = hup.recv() => {
                     let s = self.control.reload();
                     let c = self.control.clone();
                     let tls = tokio::task::spawn_blocking(move || c.reload_tls()).await.unwrap_or_default();
                     tracing::info!(ok = s.ok, tls_ok = tls.is_empty(), "reload on SIGHUP");
                 }
+                _ = usr2.recv() => self.start_successor(slot.is_some()),
+                pid = async { successor_ready.as_mut()?.await.ok() }, if successor_ready.is_some() => {
+                    match pid {
+                        Some(pid) => break Some(pid),
+                        // The hand-over thread is gone: no successor can come.
+                        None => successor_ready = None,
+                    }
+                }
             }
+        };
+        if let Some(slot) = &slot {
+            slot.withdraw();
         }
         // A second SIGTERM or SIGINT during the drain means "now": exit without waiting.
+        let drain = async {
+            match successor {
+                Some(pid) => self.hand_over(pid).await,
+                None => {
+                    crate::handover::notify_systemd("STOPPING=1");
+                    self.shutdown().await
+                }
+            }
+        };
         tokio::select! {
-            _ = self.shutdown() => {}
+            _ = drain => {}
             _ = term.recv() => force_exit(),
             _ = int.recv() => force_exit(),
         }
+    }
+
+    /// SIGUSR2: starts the successor, which takes the sockets over and tells this process to
+    /// drain once it serves. Its failure leaves this process serving.
+    fn start_successor(&self, can_hand_over: bool) {
+        let Some((exe, args)) = self.successor.clone().filter(|_| can_hand_over) else {
+            tracing::warn!(
+                "SIGUSR2 ignored: no [gateway] handover_socket, or no command to start a successor"
+            );
+            return;
+        };
+        match std::process::Command::new(&exe).args(&args).spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                tracing::info!(successor = pid, exe = %exe.display(), "SIGUSR2: successor started");
+                // Reaps it; its exit before the hand-over is worth a line (this one serves on).
+                let _ = std::thread::Builder::new()
+                    .name("successor".into())
+                    .spawn(move || {
+                        if let Ok(status) = child.wait() {
+                            tracing::warn!(successor = pid, %status, "successor exited");
+                        }
+                    });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, exe = %exe.display(), "SIGUSR2: cannot start a successor; still serving");
+            }
+        }
+    }
+
+    /// After a hand-over: the successor serves on the same sockets. Stops accepting (the admin
+    /// API first, so its answers come from the successor), drains in-flight requests and
+    /// keep-alive connections (up to the drain deadline) and returns.
+    pub async fn hand_over(self, successor: u32) {
+        tracing::info!(successor, "handed over: draining in-flight requests");
+        // Not `draining`: the admin requests this process still answers (accepted just before
+        // the hand-over) ask about the gateway at this address, which the successor serves.
+        let _ = self.admin_shutdown.send(true);
+        if let Some(link) = self.control.consul.get() {
+            link.stop_after_handover().await;
+        }
+        let _ = self.shutdown.send(true);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        let _ = self.admin_task.await;
+        tracing::info!("drained after hand-over; bye");
     }
 
     /// Stops accepting, drains in-flight requests (up to the drain deadline) and returns. The
@@ -748,6 +894,7 @@ impl App {
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.join()).await;
         let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
         tracing::info!("drained; bye");
     }
 }
@@ -755,6 +902,40 @@ impl App {
 fn force_exit() -> ! {
     tracing::warn!("second signal during drain: exiting without waiting for in-flight requests");
     std::process::exit(1)
+}
+
+/// A proxy listener's sockets: at least one per worker, inherited ones first.
+struct ListenerSockets {
+    addr: std::net::SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+    inherited: usize,
+}
+
+/// Takes the listener's inherited sockets, or binds the first one (port 0 resolves once), then
+/// binds more on the port it got until every worker has one (SO_REUSEPORT).
+fn listener_sockets(
+    l: &config::ListenerConfig,
+    workers: usize,
+    inherited: &mut crate::handover::Inheritance,
+) -> Result<ListenerSockets, StartError> {
+    let err = |addr| move |source| StartError::Bind { addr, source };
+    let mut sockets = inherited.take_proxy(&l.name, l.addr);
+    let n = sockets.len();
+    for s in &sockets {
+        s.set_nonblocking(true).map_err(err(l.addr))?;
+    }
+    if sockets.is_empty() {
+        sockets.push(bind_listener(l.addr).map_err(err(l.addr))?);
+    }
+    let addr = sockets[0].local_addr().map_err(err(l.addr))?;
+    while sockets.len() < workers {
+        sockets.push(bind_listener(addr).map_err(err(addr))?);
+    }
+    Ok(ListenerSockets {
+        addr,
+        sockets,
+        inherited: n,
+    })
 }
 
 /// Once a second: takes a metrics history sample and announces the ejections the workers

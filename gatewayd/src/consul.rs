@@ -492,7 +492,19 @@ impl ConsulLink {
 
     /// Deregisters (at shutdown, before draining) and stops every watcher.
     pub async fn stop(&self) {
-        if let Some(r) = self.registration.lock().await.take() {
+        self.stop_registration(true).await;
+    }
+
+    /// Stops every watcher after a hand-over: the registration goes too unless its id is the
+    /// configured `register_id`, which the successor has registered again already.
+    pub async fn stop_after_handover(&self) {
+        let own_id = self.settings.register_id.is_none();
+        self.stop_registration(own_id).await;
+    }
+
+    async fn stop_registration(&self, deregister: bool) {
+        let registration = self.registration.lock().await.take();
+        if let Some(r) = registration.filter(|_| deregister) {
             match tokio::time::timeout(Duration::from_secs(2), r.deregister()).await {
                 Ok(Ok(())) => tracing::info!("deregistered from Consul"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot deregister from Consul"),

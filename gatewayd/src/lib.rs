@@ -23,6 +23,7 @@ pub mod consul;
 pub mod demo;
 pub mod events;
 pub mod fxhash;
+pub mod handover;
 pub mod health;
 pub mod metrics;
 pub mod policy;

@@ -22,6 +22,11 @@ struct Args {
     /// Worker threads (overrides `gateway.workers`; 0 = one per core).
     #[arg(long, global = true)]
     workers: Option<usize>,
+    /// Take the listening sockets over from the gatewayd serving on `[gateway] handover_socket`
+    /// (a restart or upgrade without a refused or reset connection): it drains and exits 0
+    /// once this one serves. Exit 1 when none answers there; it keeps serving if this one fails.
+    #[arg(long, global = true)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -121,6 +126,13 @@ fn main() -> ExitCode {
             w
         };
     }
+    // SIGUSR2 starts the successor from the same path (a replaced file is the new version),
+    // with the same arguments plus --takeover.
+    let exe = std::env::current_exe().ok();
+    let mut successor_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !successor_args.iter().any(|a| a == "--takeover") {
+        successor_args.push("--takeover".into());
+    }
     let _guard = gatewayd::telemetry::init(&config.log);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,8 +146,37 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        match gatewayd::app::App::build(config, Some(path)).await {
-            Ok(app) => {
+        let (inherited, predecessor) = if args.takeover {
+            match take_over(&config).await {
+                Ok((i, p)) => (i, Some(p)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take over");
+                    eprintln!("gatewayd: cannot take over: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            Default::default()
+        };
+        match gatewayd::app::App::build_with(config, Some(path), inherited).await {
+            Ok(mut app) => {
+                if let Some(exe) = exe {
+                    app.set_successor_command(exe, successor_args);
+                }
+                if let Some(p) = predecessor {
+                    match tokio::task::spawn_blocking(move || p.ready()).await {
+                        Ok(Ok(())) => tracing::info!(
+                            pid = std::process::id(),
+                            "took over: the predecessor drains"
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "the predecessor did not confirm its drain")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the predecessor did not confirm its drain")
+                        }
+                    }
+                }
                 app.run().await;
                 ExitCode::SUCCESS
             }
@@ -150,6 +191,25 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Receives the listening sockets of the gatewayd on `[gateway] handover_socket`.
+async fn take_over(
+    config: &gatewayd::config::Config,
+) -> anyhow::Result<(
+    gatewayd::handover::Inheritance,
+    gatewayd::handover::Successor,
+)> {
+    let Some(path) = config.gateway.handover_socket.clone() else {
+        anyhow::bail!("--takeover needs [gateway] handover_socket in the config");
+    };
+    let (inherited, successor) =
+        tokio::task::spawn_blocking(move || gatewayd::handover::take_over(&path)).await??;
+    tracing::info!(
+        sockets = inherited.len(),
+        "received the predecessor's sockets"
+    );
+    Ok((inherited, successor))
 }
 
 /// `gatewayd demo`: exit 0 after Ctrl-C / SIGTERM, 1 when something could not start.

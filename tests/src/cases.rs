@@ -28,4 +28,5 @@ mod cases {
     pub mod support;
     pub mod tls;
     pub mod tls_scan;
+    pub mod upgrade;
 }

@@ -98,6 +98,7 @@ pub(super) struct GatewayFile {
     pub drain_timeout: Option<Spanned<String>>,
     pub cluster: Option<Spanned<String>>,
     pub state_file: Option<Spanned<String>>,
+    pub handover_socket: Option<Spanned<String>>,
     pub request_id: Option<bool>,
     pub forwarded_headers: Option<bool>,
     pub latency_histograms: Option<bool>,

@@ -126,6 +126,10 @@ pub struct GatewayConfig {
     pub cluster: String,
     /// Where weight changes made without Consul are persisted.
     pub state_file: Option<PathBuf>,
+    /// Unix socket on which the running gateway hands its listening sockets to a successor
+    /// (`gatewayd run --takeover`, or SIGUSR2). `None`: no hand-over; a restart closes the
+    /// listeners.
+    pub handover_socket: Option<PathBuf>,
     /// Keep the client's `x-request-id` (or generate one), send it upstream and echo it in the
     /// response and error bodies. `false`: requests carry no id in logs or responses.
     pub request_id: bool,

@@ -230,6 +230,7 @@ fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
         drain_timeout: cx.duration(&g.drain_timeout, "gateway.drain_timeout", d::DRAIN_TIMEOUT),
         cluster,
         state_file: g.state_file.as_ref().map(|p| cx.path(p.get_ref())),
+        handover_socket: g.handover_socket.as_ref().map(|p| cx.path(p.get_ref())),
         request_id: g.request_id.unwrap_or(d::REQUEST_ID),
         forwarded_headers: g.forwarded_headers.unwrap_or(d::FORWARDED_HEADERS),
         latency_histograms: g.latency_histograms.unwrap_or(d::LATENCY_HISTOGRAMS),

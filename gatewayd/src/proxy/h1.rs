@@ -87,6 +87,7 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         route: LazyDeadline::new(now + HEAD_TIMEOUT),
         last: now,
         stop,
+        stopping: false,
     };
     let mut first = true;
     loop {

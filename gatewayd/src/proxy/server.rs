@@ -227,10 +227,9 @@ async fn accept_loop(
                         local,
                         tls: true,
                     };
-                    let accepted = tokio::select! {
-                        a = t.accept(stream) => a,
-                        _ = stopped(&mut shutdown) => None,
-                    };
+                    // Not cut short by a stop: a client whose connection was accepted just
+                    // before it gets its answer (the handshake has its own deadline).
+                    let accepted = t.accept(stream).await;
                     match accepted {
                         Some((io, Alpn::H2)) => serve_hyper(io, info, w, shutdown).await,
                         Some((io, Alpn::Http1)) => {

@@ -65,9 +65,16 @@ impl Gateway {
 
     /// Starts gatewayd on `dir/gatewayd.toml` (an existing directory: restarts keep its state).
     pub fn start_in(dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("gatewayd"))
+        Self::start_as(dir, &binary("gatewayd"), &[])
+    }
+
+    /// Starts `exe` (a gatewayd binary, possibly a copy) on `dir/gatewayd.toml` with `extra`
+    /// arguments (`--takeover`), once it reports its addresses.
+    pub fn start_as(dir: &Path, exe: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
             .arg("--config")
             .arg(dir.join("gatewayd.toml"))
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -217,6 +224,30 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (up to patience) for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped")
+        };
+        let deadline = tokio::time::Instant::now() + super::patience();
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("gatewayd did not exit by itself");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal by name (`USR2`) to the process.
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
     }
 
     /// Sends SIGHUP (reload).

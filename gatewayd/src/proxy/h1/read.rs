@@ -10,6 +10,12 @@ use super::timers::Timers;
 use super::{HEADER_TIMEOUT, HEAD_BUF, HEAD_TIMEOUT};
 use crate::proxy::error::ProxyError;
 
+/// How long an idle keep-alive connection of a stopping worker waits for one more request
+/// (answered with `Connection: close`). Closing it at once would race a request the client is
+/// sending right then, which fails without the client knowing whether it was served; a client
+/// under load sends its next request well within this, so a restart or hand-over costs none.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -45,7 +51,8 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(HEAD_BUF);
         }
-        // Between requests a stopping worker closes the connection; mid-head it waits.
+        // Between requests a stopping worker gives the client DRAIN_IDLE for one more request;
+        // mid-head it waits.
         let idle = buf.is_empty();
         if !idle && !head_started {
             // A head that takes more than one read: from now on it has HEADER_TIMEOUT to end
@@ -62,7 +69,11 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
                     false => Read::Bad(ProxyError::HeadTimeout(HEADER_TIMEOUT)),
                 };
             }
-            _ = t.stop.as_mut(), if idle => return Read::Closed,
+            _ = t.stop.as_mut(), if idle && !t.stopping => {
+                t.stopping = true;
+                deadline = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE);
+                continue;
+            }
         };
         match r {
             Ok(0) | Err(_) => return Read::Closed,

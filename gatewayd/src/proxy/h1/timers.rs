@@ -21,6 +21,8 @@ pub(super) struct Timers<'a, S> {
     pub(super) last: Instant,
     /// Resolves when the worker stops.
     pub(super) stop: std::pin::Pin<&'a mut S>,
+    /// `stop` has resolved (it must not be polled again): the connection is draining.
+    pub(super) stopping: bool,
 }
 
 // === impl LazyDeadline ===
