@@ -795,7 +795,7 @@ impl App {
             },
             None => (None, None),
         };
-        crate::handover::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+        crate::handover::notify_systemd("READY=1");
         let successor = loop {
             tokio::select! {
                 _ = term.recv() => break None,

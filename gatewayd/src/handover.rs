@@ -385,6 +385,9 @@ fn accept_loop(
                 );
                 guard.take();
                 drop(guard);
+                // Under systemd the main process names its successor (NotifyAccess=main
+                // suffices), before the successor learns it may go on.
+                notify_systemd(&format!("MAINPID={pid}"));
                 // Answered after the offer is gone, so the successor's confirmation means
                 // this process holds no more than its own copies.
                 let _ = send(&conn, path, &Draining { draining: true }, &[]);
@@ -515,8 +518,9 @@ fn recv<T: for<'de> Deserialize<'de>>(
 }
 
 /// Sends `state` (`READY=1`, `MAINPID=…`, `STOPPING=1`) to systemd when it started this
-/// process with `Type=notify` (`$NOTIFY_SOCKET` set); nothing otherwise. A successor started by
-/// SIGUSR2 names itself the main process this way (the unit needs `NotifyAccess=all`).
+/// process with `Type=notify` (`$NOTIFY_SOCKET` set); nothing otherwise. At a hand-over the
+/// main process names its successor with `MAINPID=`, so the default `NotifyAccess=main` is
+/// enough.
 pub fn notify_systemd(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;

@@ -323,7 +323,12 @@ async fn restart_and_upgrade_under_load_fail_no_request() {
     pki.write_leaf("api", &["api.test"], 1);
     let listeners = "[[listeners]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{ cert = \"api.pem\", key = \"api.key\" }]\n\n[[listeners]]\nname = \"pp\"\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\n";
     std::fs::write(dir.path().join("gatewayd.toml"), config(&o, listeners)).unwrap();
-    let mut a = Gateway::start_in(dir.path()).unwrap();
+    // Stands in for systemd's notify socket (Type=notify).
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let env = [("NOTIFY_SOCKET", notify_path.as_os_str())];
+    let mut a = Gateway::start_as(dir.path(), &binary("gatewayd"), &[], &env).unwrap();
     let (addr, admin, all) = (a.addr, a.admin, a.listeners.clone());
     assert_eq!(all.len(), 3, "plain, TLS and PROXY protocol listeners");
     let load = Load::start(Targets {
@@ -349,10 +354,11 @@ async fn restart_and_upgrade_under_load_fail_no_request() {
     let next = dir.path().join("gatewayd-next");
     std::fs::copy(binary("gatewayd"), &next).unwrap();
     let d = dir.path().to_path_buf();
-    let mut c = tokio::task::spawn_blocking(move || Gateway::start_as(&d, &next, &["--takeover"]))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut c =
+        tokio::task::spawn_blocking(move || Gateway::start_as(&d, &next, &["--takeover"], &[]))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!((&c.listeners, c.admin), (&all, admin), "the same sockets");
     eventually("the replaced gatewayd to drain and exit", || async {
         (!running(b.0) && count_logged(&a, "drained after hand-over; bye") == 2).then_some(())
@@ -363,6 +369,24 @@ async fn restart_and_upgrade_under_load_fail_no_request() {
     let (failed, admin_failed) = load.finish("restart and upgrade").await;
     assert_eq!(failed, 0, "no proxied request failed");
     assert_eq!(admin_failed, 0, "the admin API answered throughout");
+    // What systemd heard: ready, then each main process naming its successor.
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = notify.recv(&mut buf) {
+        heard.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    let (b_pid, c_pid) = (b.0, c.pid());
+    let mainpids: Vec<&String> = heard.iter().filter(|m| m.starts_with("MAINPID=")).collect();
+    assert_eq!(
+        heard.first().map(String::as_str),
+        Some("READY=1"),
+        "{heard:?}"
+    );
+    assert_eq!(
+        mainpids,
+        [&format!("MAINPID={b_pid}"), &format!("MAINPID={c_pid}")],
+        "{heard:?}"
+    );
     let exit = tokio::task::spawn_blocking(move || c.terminate())
         .await
         .unwrap()
@@ -417,7 +441,7 @@ async fn failed_successors_leave_the_running_gateway_serving() {
 
     let d = dir.path().to_path_buf();
     let mut b = tokio::task::spawn_blocking(move || {
-        Gateway::start_as(&d, &binary("gatewayd"), &["--takeover"])
+        Gateway::start_as(&d, &binary("gatewayd"), &["--takeover"], &[])
     })
     .await
     .unwrap()

@@ -65,16 +65,22 @@ impl Gateway {
 
     /// Starts gatewayd on `dir/gatewayd.toml` (an existing directory: restarts keep its state).
     pub fn start_in(dir: &Path) -> anyhow::Result<Self> {
-        Self::start_as(dir, &binary("gatewayd"), &[])
+        Self::start_as(dir, &binary("gatewayd"), &[], &[])
     }
 
     /// Starts `exe` (a gatewayd binary, possibly a copy) on `dir/gatewayd.toml` with `extra`
-    /// arguments (`--takeover`), once it reports its addresses.
-    pub fn start_as(dir: &Path, exe: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+    /// arguments (`--takeover`) and environment variables, once it reports its addresses.
+    pub fn start_as(
+        dir: &Path,
+        exe: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(exe)
             .arg("--config")
             .arg(dir.join("gatewayd.toml"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
