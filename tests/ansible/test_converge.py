@@ -3,10 +3,11 @@ it serves, converges again with no change, checks clean, and refuses bad input b
 
 import hashlib
 import stat
+import subprocess
 
 import pytest
 
-from conftest import ANSIBLE_DIR, Site, admin, get, make_build
+from conftest import ANSIBLE_DIR, Site, admin, free_port, get, make_build
 
 BROKEN_ROUTES = """---
 gatewayd_routes:
@@ -120,3 +121,48 @@ def test_ansible_dir_has_the_layout_users_expect():
                      "tasks/main.yml", "handlers/main.yml", "README.md"):
             assert (ANSIBLE_DIR / "roles" / role / part).exists(), f"{role}/{part}"
         assert any((ANSIBLE_DIR / "roles" / role / "templates").iterdir())
+
+
+def test_listener_tls_and_policies_render_and_a_new_listener_is_handed_over(site, tmp_path):
+    """A TLS listener and a rate-limit policy from inventory variables: rendered, validated,
+    and, since a reload cannot bind a listener, applied by a hand-over (a new pid that serves
+    the new listener and the old one's socket)."""
+    pid, tls_port = site.pid("gw1"), free_port()
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=api.test",
+                    "-addext", "subjectAltName=DNS:api.test"], check=True, capture_output=True)
+    inventory = extra_inventory(tmp_path, "gw1", f"""---
+gatewayd_listeners:
+  - name: public
+    address: "127.0.0.1:{site.ports['gw1']['proxy']}"
+  - name: secure
+    address: "127.0.0.1:{tls_port}"
+    tls:
+      certificates: [{{cert: "{cert}", key: "{key}"}}]
+      min_version: "1.2"
+gatewayd_policies:
+  - name: one-a-minute
+    kind: rate_limit
+    rate: 1/m
+    key: route
+gatewayd_routes:
+  - name: web
+    path_prefix: /
+    policies: [one-a-minute]
+    backends:
+      - {{name: blue, service: web-blue, weight: 100}}
+""")
+    _, out, recap = site.playbook("site.yml", "--limit", "gw1", extra_inventory=inventory)
+    assert "Hand gatewayd over to the new version with its init script" in out, out[-3000:]
+    text = (site.root / "gw1" / "etc" / "meshgate" / "gatewayd.toml").read_text()
+    assert "[listeners.tls]" in text and '[policies."one-a-minute"]' in text, text
+    assert site.pid("gw1") != pid
+    https = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(cert), "--resolve",
+                            f"api.test:{tls_port}:127.0.0.1", f"https://api.test:{tls_port}/"],
+                           capture_output=True, text=True)
+    assert https.stdout == "blue", https.stdout + https.stderr
+    # The policy holds across listeners: one request a minute for the route.
+    assert get(site.ports["gw1"]["proxy"])[0] == 429
+    _, out, recap = site.playbook("site.yml", "--limit", "gw1", extra_inventory=inventory)
+    assert recap["gw1"]["changed"] == 0, out[-3000:]

@@ -99,6 +99,8 @@ def test_a_healthy_canary_completes_and_a_rerun_changes_nothing(site):
         _, out, _ = site.playbook("canary.yml", *CANARY)
     assert load.failures == [], load.failures[:5]
     assert "step 20% passed" in out and "step 100% passed" in out, out[-3000:]
+    # Judged on the numbers of every gateway of the play, not only the one that acts.
+    assert "passed over 3 gateways" in out, out[-3000:]
     assert spread(site) == (0, 90)
     _, out, recap = site.playbook("canary.yml", *CANARY)
     assert all(r["changed"] == 0 for r in recap.values()), out[-3000:]
