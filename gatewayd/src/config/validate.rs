@@ -205,6 +205,9 @@ pub(super) fn validate(
     }
 }
 
+/// Longest path a unix socket can be bound to (Linux `sockaddr_un`).
+const MAX_UNIX_PATH: usize = 107;
+
 fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
     let workers = match &g.workers {
         Some(w) => match cx.int::<usize>(w, "gateway.workers", 0, 256) {
@@ -230,7 +233,22 @@ fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
         drain_timeout: cx.duration(&g.drain_timeout, "gateway.drain_timeout", d::DRAIN_TIMEOUT),
         cluster,
         state_file: g.state_file.as_ref().map(|p| cx.path(p.get_ref())),
-        handover_socket: g.handover_socket.as_ref().map(|p| cx.path(p.get_ref())),
+        handover_socket: g.handover_socket.as_ref().map(|p| {
+            let path = cx.path(p.get_ref());
+            // sockaddr_un holds 108 bytes, the last one a NUL.
+            if path.as_os_str().len() > MAX_UNIX_PATH {
+                cx.err(
+                    p.span(),
+                    "gateway.handover_socket",
+                    format!(
+                        "'{}' is {} bytes long; a unix socket path has at most {MAX_UNIX_PATH}",
+                        path.display(),
+                        path.as_os_str().len()
+                    ),
+                );
+            }
+            path
+        }),
         request_id: g.request_id.unwrap_or(d::REQUEST_ID),
         forwarded_headers: g.forwarded_headers.unwrap_or(d::FORWARDED_HEADERS),
         latency_histograms: g.latency_histograms.unwrap_or(d::LATENCY_HISTOGRAMS),
