@@ -9,6 +9,7 @@ mod cases {
     pub mod consul_clients;
     pub mod demo;
     pub mod discovery;
+    pub mod duplex;
     pub mod faults;
     pub mod gwctl_cli;
     pub mod gwctl_tui;

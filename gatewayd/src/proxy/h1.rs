@@ -6,6 +6,7 @@
 //! to hyper with the bytes already read put back.
 
 mod chunked;
+mod duplex;
 pub(super) mod forward;
 pub(crate) mod head;
 mod read;
@@ -13,6 +14,7 @@ mod respond;
 pub(super) mod response;
 mod rewind;
 mod timers;
+mod upload;
 pub(crate) mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,6 +27,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use self::duplex::Uploaded;
 use self::head::{Field, Framing, RequestHead};
 use self::read::{read_request, whole_body, Read};
 use self::respond::{
@@ -33,6 +36,7 @@ use self::respond::{
 };
 pub(crate) use self::rewind::Rewind;
 use self::timers::{LazyDeadline, Timers};
+use self::upload::Body;
 use self::upstream::{Downstream, Outgoing, READ_BUF};
 use super::error::{ClientFault, ProxyError};
 use super::{
@@ -345,7 +349,7 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
     let upstream::Exchange {
         mut conn,
         addr,
-        body_sent,
+        body,
     } = ex;
     let status = conn.head.status;
     if status == 101 && !upgrade {
@@ -362,8 +366,16 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
     }
     let framing = conn.head.framing(head_request);
     let decode = framing == Framing::Chunked && client_http10;
-    let closing =
-        !head.keep_alive || framing == Framing::Close || decode || !body_sent || *shutdown.borrow();
+    let abandoned = matches!(body, Body::Abandoned);
+    // An upstream that answers while the body still streams and then closes will not take the
+    // rest: the client is told now that its connection ends with this answer.
+    let cut_short = matches!(body, Body::Streaming(_)) && conn.head.close;
+    let closing = !head.keep_alive
+        || framing == Framing::Close
+        || decode
+        || abandoned
+        || cut_short
+        || *shutdown.borrow();
     let reply = match (closing, client_http10) {
         (true, _) => Reply::Close,
         (false, true) => Reply::KeepAlive10,
@@ -381,12 +393,41 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
     add_fields(&mut s.down, &extra);
     let head_len = conn.head.len;
     conn.buf.advance(head_len);
-    match forward_body(io, &mut conn, &s.down, framing, decode).await {
-        Ok(Forwarded { reusable, waited }) => {
+    let (forwarded, uploaded) = match body {
+        Body::Sent | Body::Abandoned => {
+            let up = (&mut conn.io, &mut conn.buf);
+            let forwarded = forward_body(io, up, &s.down, framing, decode).await;
+            let uploaded = match abandoned {
+                true => Uploaded::Unfinished,
+                false => Uploaded::Sent,
+            };
+            (forwarded, uploaded)
+        }
+        Body::Streaming(mut upload) => {
+            // An interim `100 Continue` cut short is finished before the final answer.
+            let rest = upload.take_continue_rest();
+            if !rest.is_empty() && io.write_all(rest).await.is_err() {
+                w.metrics.count_client_fault(ClientFault::AbortedResponse);
+                return Next::Close;
+            }
+            let how = (&s.down[..], framing, decode);
+            duplex::relay(io, buf, &mut conn, &mut upload, how).await
+        }
+    };
+    match (forwarded, uploaded) {
+        (_, Uploaded::Failed(e)) => {
+            // The answer was under way: the upstream request is dropped (the endpoint not
+            // blamed) and the client's connection closed.
+            tracing::debug!(error = %e, code = e.code(), request_id = ?request_id, "request body failed mid-response");
+            w.metrics.count_error(&e);
+            return Next::Close;
+        }
+        (Ok(Forwarded { reusable, waited }), uploaded) => {
             if waited {
                 // A long body: the idle clock starts when it ended, not when the head came.
                 t.last = Instant::now();
             }
+            let body_sent = matches!(uploaded, Uploaded::Sent);
             // After a HEAD the upstream may still send the body its head announced (some do):
             // a pooled connection would hand those bytes to the next request as its answer.
             if reusable && body_sent && !upgrade && !head_request && !conn.head.close {
@@ -398,12 +439,17 @@ async fn request<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future>(
                     answered,
                 );
             }
+            if !body_sent {
+                // The rest of the request body was never read: what follows on the client's
+                // connection is not a request head.
+                return Next::Close;
+            }
         }
-        Err(Cut::Client) => {
+        (Err(Cut::Client), _) => {
             w.metrics.count_client_fault(ClientFault::AbortedResponse);
             return Next::Close;
         }
-        Err(Cut::Upstream) => return Next::Close,
+        (Err(Cut::Upstream), _) => return Next::Close,
     }
     if closing {
         Next::Close

@@ -3,7 +3,9 @@
 //! WebSocket echo).
 //!
 //! Paths: `/slow/<ms>` waits then answers; `/status/<code>` answers that code; `/upload` reads
-//! the whole body and answers its length; `/bytes/<n>` answers `n` bytes; `/ws` upgrades to a
+//! the whole body and answers its length; `/echo` answers at once with the request's body,
+//! streamed back chunk by chunk as it arrives (same framing: a declared length is echoed with
+//! that length, a chunked body chunked); `/bytes/<n>` answers `n` bytes; `/ws` upgrades to a
 //! WebSocket echo; anything else answers 200 with a JSON body `{"origin", "method", "path",
 //! "headers"}`.
 
@@ -128,6 +130,10 @@ async fn answer(
     let path = req.uri().path().to_string();
     if path == "/ws" {
         return websocket(&mut req);
+    }
+    if path == "/echo" {
+        hits.fetch_add(1, Relaxed);
+        return Response::new(req.into_body().boxed());
     }
     if path == "/upload" {
         let mut n: u64 = 0;

@@ -7,7 +7,6 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 use super::chunked::Chunked;
 use super::forward::{put_field, LineCopier};
@@ -155,27 +154,28 @@ pub(super) enum Cut {
     Upstream,
 }
 
-pub(super) async fn forward_body<C: AsyncWrite + Unpin>(
+pub(super) async fn forward_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     down: &mut C,
-    conn: &mut Conn,
+    (up, buf): (&mut U, &mut BytesMut),
     down_head: &[u8],
     framing: Framing,
     decode: bool,
 ) -> Result<Forwarded, Cut> {
     let mut waited = false;
-    let reusable = forward_body_inner(down, conn, down_head, framing, decode, &mut waited).await?;
+    let reusable =
+        forward_body_inner(down, up, buf, down_head, framing, decode, &mut waited).await?;
     Ok(Forwarded { reusable, waited })
 }
 
-async fn forward_body_inner<C: AsyncWrite + Unpin>(
+async fn forward_body_inner<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     down: &mut C,
-    conn: &mut Conn,
+    up: &mut U,
+    buf: &mut BytesMut,
     down_head: &[u8],
     framing: Framing,
     decode: bool,
     waited: &mut bool,
 ) -> Result<bool, Cut> {
-    let Conn { io: up, buf, .. } = conn;
     let mut head = Some(down_head);
     match framing {
         Framing::None => {
@@ -254,7 +254,7 @@ async fn write2<C: AsyncWrite + Unpin>(
 
 /// Replaces `buf`'s (forwarded) content with the next bytes from the upstream; end of stream
 /// mid-body is an error.
-async fn refill(up: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Cut> {
+async fn refill<U: AsyncRead + Unpin>(up: &mut U, buf: &mut BytesMut) -> Result<(), Cut> {
     buf.clear();
     if buf.capacity() < READ_BUF / 2 {
         buf.reserve(READ_BUF);

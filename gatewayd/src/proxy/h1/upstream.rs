@@ -4,7 +4,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::chunked::Chunked;
 use super::head::Framing;
 use super::response::ResponseHead;
+use super::upload::{Body, Upload};
 use crate::fxhash::FxHashMap;
 use crate::proxy::client::SendError;
 use crate::proxy::error::ProxyError;
@@ -161,9 +161,9 @@ pub struct Exchange {
     pub conn: Conn,
     /// The endpoint it goes to.
     pub addr: SocketAddr,
-    /// The whole request body went out (false: the upstream answered early and stopped reading;
-    /// the client's connection and this one must then close).
-    pub body_sent: bool,
+    /// What became of the request body: all sent, still streaming (it goes on while the
+    /// response is relayed), or abandoned by the upstream (the connection must then close).
+    pub body: Body,
 }
 
 impl Answer for Exchange {
@@ -178,10 +178,14 @@ impl Answer for Exchange {
 /// sent again (an idempotent method with no body or all of it buffered); other requests only
 /// take pooled connections that pass a liveness probe. A failed connect gives the request back,
 /// and so do a per-try timeout and a close before the response head when it can be sent again.
+///
+/// A body that is not all buffered streams upstream while the response head is awaited: the
+/// upstream may answer before it has the whole body, and that answer is returned at once with
+/// the upload's state ([`Body::Streaming`]) for the relay to carry on with.
 pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
     pool: Option<&Pool>,
     addr: SocketAddr,
-    mut out: Outgoing<'a, C>,
+    out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
 ) -> Result<Exchange, SendError<Outgoing<'a, C>>> {
     loop {
@@ -196,28 +200,11 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => return Err(SendError::NotSent(Box::new(out), e)),
             },
         };
-        let sent = match out.buffered {
-            Some(n) => {
-                let parts = [IoSlice::new(out.head), IoSlice::new(&out.down.buf[..n])];
-                write_all_vectored(&mut conn.io, parts).await
-            }
-            None => match send_streamed(&mut conn.io, &mut out).await {
-                Ok(()) => Ok(()),
-                // The upstream stopped taking the body: it may have answered already (a 413 and
-                // a close). That answer is the client's, not a 502.
-                Err(e @ ProxyError::UpstreamBroken { .. }) => {
-                    return match read_head(&mut conn).await {
-                        Ok(()) => Ok(Exchange {
-                            conn,
-                            addr,
-                            body_sent: false,
-                        }),
-                        Err(_) => Err(SendError::Failed(e)),
-                    };
-                }
-                Err(e) => return Err(SendError::Failed(e)),
-            },
+        let Some(n) = out.buffered else {
+            return streamed(conn, addr, out, try_timeout).await;
         };
+        let parts = [IoSlice::new(out.head), IoSlice::new(&out.down.buf[..n])];
+        let sent = write_all_vectored(&mut conn.io, parts).await;
         let got = match (sent, try_timeout) {
             (Ok(()), None) => read_head(&mut conn).await,
             (Ok(()), Some(t)) => tokio::time::timeout(t, read_head(&mut conn))
@@ -227,37 +214,106 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
         };
         // What failed before a response head: given back when the request can be sent again.
         let again = |out, e| match resendable {
-            true => Err(SendError::Replayable(Box::new(out), e)),
-            false => Err(SendError::Failed(e)),
+            true => SendError::Replayable(Box::new(out), e),
+            false => SendError::Failed(e),
         };
         match got {
             Ok(()) => {
-                if let Some(n) = out.buffered {
-                    out.down.buf.advance(n);
-                }
+                out.down.buf.advance(n);
                 return Ok(Exchange {
                     conn,
                     addr,
-                    body_sent: true,
+                    body: Body::Sent,
                 });
             }
             // Closed while idle in the pool: the request never reached a live connection.
             Err(HeadError::Nothing(_)) if reused && resendable => continue,
-            Err(HeadError::Nothing(reason)) => {
-                let e = ProxyError::UpstreamBroken {
-                    addr,
-                    reason: format!("connection closed before the response: {reason}"),
-                };
-                return again(out, e);
-            }
-            Err(HeadError::TimedOut(t)) => return again(out, ProxyError::UpstreamTimeout(t)),
-            Err(HeadError::Broken(reason)) => {
-                return Err(SendError::Failed(ProxyError::UpstreamBroken {
-                    addr,
-                    reason: reason.into(),
-                }))
-            }
+            Err(e) => return Err(head_failed(e, addr, |e| again(out, e))),
         }
+    }
+}
+
+/// The error for a response head that did not come; `again` decides whether the request
+/// comes back for another attempt (it cannot after a malformed answer).
+fn head_failed<Q>(
+    e: HeadError,
+    addr: SocketAddr,
+    again: impl FnOnce(ProxyError) -> SendError<Q>,
+) -> SendError<Q> {
+    match e {
+        HeadError::Nothing(reason) => again(ProxyError::UpstreamBroken {
+            addr,
+            reason: format!("connection closed before the response: {reason}"),
+        }),
+        HeadError::TimedOut(t) => again(ProxyError::UpstreamTimeout(t)),
+        HeadError::Broken(reason) => SendError::Failed(ProxyError::UpstreamBroken {
+            addr,
+            reason: reason.into(),
+        }),
+    }
+}
+
+/// How the upload went while the response head was awaited.
+enum Race {
+    /// The head came first (the body may still be streaming).
+    Head(Result<(), HeadError>),
+    /// The whole body went out.
+    Sent,
+    /// The upstream stopped taking the body; it may have answered all the same.
+    Refused(ProxyError),
+}
+
+/// Writes the head and streams the body from the client while reading the response head (full
+/// duplex): an upstream answering before it has read the whole body is answered at once.
+async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Conn,
+    addr: SocketAddr,
+    out: Outgoing<'a, C>,
+    try_timeout: Option<Duration>,
+) -> Result<Exchange, SendError<Outgoing<'a, C>>> {
+    let Outgoing { head, down, .. } = out;
+    let mut upload = Upload::new(out.framing, out.max_body, down.expect_continue, addr);
+    let got = {
+        let Conn {
+            io,
+            buf,
+            head: parsed,
+        } = &mut conn;
+        let (mut rd, mut wr) = io.split();
+        let mut reading = std::pin::pin!(read_head_from(&mut rd, buf, parsed));
+        let race = {
+            let pump = upload.pump(head, down.io, down.buf, &mut wr, Some(down.waiting));
+            let mut pump = std::pin::pin!(pump);
+            tokio::select! {
+                biased;
+                h = &mut reading => Race::Head(h),
+                r = &mut pump => match r {
+                    Ok(()) => Race::Sent,
+                    Err(e @ ProxyError::UpstreamBroken { .. }) => Race::Refused(e),
+                    // The client's fault: the upstream request is abandoned, the endpoint not
+                    // blamed.
+                    Err(e) => return Err(SendError::Failed(e)),
+                },
+            }
+        };
+        match (race, try_timeout) {
+            (Race::Head(h), _) => h.map(|()| Body::Streaming(upload)),
+            (Race::Sent, None) => reading.await.map(|()| Body::Sent),
+            (Race::Sent, Some(t)) => tokio::time::timeout(t, reading)
+                .await
+                .unwrap_or(Err(HeadError::TimedOut(t)))
+                .map(|()| Body::Sent),
+            // The upstream stopped taking the body: it may have answered already (a 413 and a
+            // close). That answer is the client's, not a 502.
+            (Race::Refused(e), _) => match reading.await {
+                Ok(()) => Ok(Body::Abandoned),
+                Err(_) => return Err(SendError::Failed(e)),
+            },
+        }
+    };
+    match got {
+        Ok(body) => Ok(Exchange { conn, addr, body }),
+        Err(e) => Err(head_failed(e, addr, SendError::Failed)),
     }
 }
 
@@ -271,77 +327,6 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyE
     })
 }
 
-/// Writes the head and streams the body from the client; the body is consumed as it goes.
-async fn send_streamed<C: AsyncRead + AsyncWrite + Unpin>(
-    up: &mut TcpStream,
-    out: &mut Outgoing<'_, C>,
-) -> Result<(), ProxyError> {
-    let addr = up_addr(up);
-    let broken = |e: std::io::Error| ProxyError::UpstreamBroken {
-        addr,
-        reason: e.to_string(),
-    };
-    let down = &mut out.down;
-    let mut chunked = Chunked::default();
-    let mut left = match out.framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut head = Some(out.head);
-    let mut data = 0u64;
-    loop {
-        let avail = down.buf.len();
-        let take = match out.framing {
-            Framing::Chunked => chunked
-                .feed(&down.buf[..], |r| data += r.len() as u64)
-                .map_err(|e| ProxyError::ClientClosed(e.0))?,
-            _ => usize::try_from(left).unwrap_or(usize::MAX).min(avail),
-        };
-        if let Some(max) = out.max_body.filter(|&m| data > m) {
-            // Not one byte past the limit goes upstream; the exchange is abandoned.
-            return Err(ProxyError::BodyTooLarge(max));
-        }
-        let parts = [
-            IoSlice::new(head.take().unwrap_or(&[])),
-            IoSlice::new(&down.buf[..take]),
-        ];
-        write_all_vectored(up, parts).await.map_err(broken)?;
-        down.buf.advance(take);
-        if out.framing != Framing::Chunked {
-            left -= take as u64;
-        }
-        let done = match out.framing {
-            Framing::Chunked => chunked.is_done(),
-            _ => left == 0,
-        };
-        if done {
-            return Ok(());
-        }
-        if std::mem::take(&mut down.expect_continue) {
-            let sent = match down.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
-                Ok(()) => down.io.flush().await,
-                Err(e) => Err(e),
-            };
-            sent.map_err(|_| ProxyError::ClientClosed("write failed"))?;
-        }
-        if down.buf.capacity() - down.buf.len() < READ_BUF / 2 {
-            down.buf.reserve(READ_BUF);
-        }
-        down.waiting.store(true, Relaxed);
-        let read = down.io.read_buf(down.buf).await;
-        down.waiting.store(false, Relaxed);
-        match read {
-            Ok(0) | Err(_) => return Err(ProxyError::ClientClosed("connection closed")),
-            Ok(_) => {}
-        }
-    }
-}
-
-fn up_addr(io: &TcpStream) -> SocketAddr {
-    io.peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
-}
-
 enum HeadError {
     /// Not one byte of a response arrived.
     Nothing(String),
@@ -353,15 +338,24 @@ enum HeadError {
 
 /// Reads the response head into `conn.head`, skipping interim (1xx) responses but `101`.
 async fn read_head(conn: &mut Conn) -> Result<(), HeadError> {
+    read_head_from(&mut conn.io, &mut conn.buf, &mut conn.head).await
+}
+
+/// [`read_head`] from a connection's read side, its buffer and head.
+async fn read_head_from<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    head: &mut ResponseHead,
+) -> Result<(), HeadError> {
     let mut got_any = false;
     loop {
-        if !conn.buf.is_empty() {
+        if !buf.is_empty() {
             got_any = true;
-            match conn.head.parse(&conn.buf) {
+            match head.parse(buf) {
                 Ok(true) => {
-                    let s = conn.head.status;
+                    let s = head.status;
                     if (100..200).contains(&s) && s != 101 {
-                        conn.buf.advance(conn.head.len);
+                        buf.advance(head.len);
                         continue;
                     }
                     return Ok(());
@@ -370,10 +364,10 @@ async fn read_head(conn: &mut Conn) -> Result<(), HeadError> {
                 Err(e) => return Err(HeadError::Broken(e)),
             }
         }
-        if conn.buf.capacity() - conn.buf.len() < READ_BUF / 4 {
-            conn.buf.reserve(READ_BUF);
+        if buf.capacity() - buf.len() < READ_BUF / 4 {
+            buf.reserve(READ_BUF);
         }
-        match conn.io.read_buf(&mut conn.buf).await {
+        match io.read_buf(buf).await {
             Ok(0) if got_any => return Err(HeadError::Broken("response head cut short")),
             Ok(0) => return Err(HeadError::Nothing("end of stream".into())),
             Ok(_) => {}

@@ -130,8 +130,9 @@ async fn interim_responses_from_the_upstream_do_not_break_the_exchange() {
     assert_eq!(r.text().await.unwrap(), "/hints/r");
 }
 
-/// A client that stops sending its body is the client's fault: 408 `request_timeout` when the
-/// route's timeout passes, and the endpoint is not blamed (with `consecutive_failures = 1` one
+/// A client that stops sending its body to an upstream waiting for all of it (`/upload`) is the
+/// client's fault: 408 `request_timeout` when the route's timeout passes, and the endpoint is
+/// not blamed (with `consecutive_failures = 1` one
 /// blamed failure would eject the only endpoint and the next request would get a 503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_stalling_its_body_gets_408_and_the_endpoint_is_not_blamed() {
@@ -144,7 +145,7 @@ async fn a_client_stalling_its_body_gets_408_and_the_endpoint_is_not_blamed() {
     let gw = meshgate_e2e::harness::Gateway::start(&cfg).unwrap();
     let mut wire = Wire::connect(gw.addr).await;
     let stalled = wire
-        .ask(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .ask(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         .await;
     assert_eq!(stalled.status, 408, "{}", stalled.head.text);
     stalled.expect_header("x-meshgate-error", "request_timeout");
