@@ -281,6 +281,12 @@ impl Registry {
         self.client_faults[kind.index()].fetch_add(1, Relaxed);
     }
 
+    /// Counts a response the client went away from (or stopped reading) mid-body: a
+    /// [`ClientFault::AbortedResponse`].
+    pub fn count_aborted_response(&self) {
+        self.count_client_fault(ClientFault::AbortedResponse);
+    }
+
     /// Counts a gateway-made answer when it was the client's fault (other faults are counted
     /// where they happen: ejections, the status class of the request).
     pub fn count_error(&self, e: &ProxyError) {

@@ -317,7 +317,6 @@ fn route_detail(c: &Control, name: &str) -> Resp {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn change(
     c: &Control,
     name: &str,

@@ -21,10 +21,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::RequestBody;
+use super::attempts::SendError;
 use super::error::ProxyError;
+use super::request_body::RequestBody;
+use super::transport::connect_tcp;
 use crate::config::{ServiceConfig, UpstreamProtocol};
 use crate::tls::UpstreamTlsRuntime;
+
+/// A failed send of a hyper-path request (which comes back when it can be sent again).
+type Failed = SendError<Request<RequestBody>>;
 
 /// Idle HTTP/1.1 connections are pooled by endpoint and by the TLS settings they were made with
 /// (`UpstreamTlsRuntime::id`, 0 for cleartext): a service never gets a connection that was
@@ -42,7 +47,7 @@ struct PoolInner {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
     /// HTTP/1.1 connections driven by the client connection's task (`h1`).
-    raw: super::h1::upstream::Pool,
+    raw: super::h1::Pool,
 }
 
 #[derive(Debug)]
@@ -82,18 +87,6 @@ impl PoolReturn {
     }
 }
 
-/// Why a send failed, and whether the request is still ours.
-#[derive(Debug)]
-pub enum SendError<Q = Request<RequestBody>> {
-    /// Nothing was sent; the request comes back for another attempt.
-    NotSent(Box<Q>, ProxyError),
-    /// The request was sent, got no response head, and may be sent again (idempotent or opted
-    /// in, body kept): it comes back for another attempt if the route allows one.
-    Replayable(Box<Q>, ProxyError),
-    /// The request was (at least partly) sent.
-    Failed(ProxyError),
-}
-
 impl Upstreams {
     /// Sends `req` (URI and headers already prepared) to `addr`.
     pub async fn send(
@@ -102,7 +95,7 @@ impl Upstreams {
         svc: &ServiceConfig,
         tls: Option<&UpstreamTlsRuntime>,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), Failed> {
         match svc.protocol {
             UpstreamProtocol::Http1 => self.send_h1(addr, svc, tls, req).await,
             UpstreamProtocol::H2c => self.send_h2(addr, svc, req).await.map(|r| (r, None)),
@@ -115,7 +108,7 @@ impl Upstreams {
         svc: &ServiceConfig,
         tls: Option<&UpstreamTlsRuntime>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), Failed> {
         let key = (addr, tls.map_or(0, |t| t.id));
         while let Some(mut tx) = self.checkout(key) {
             match tx.try_send_request(req).await {
@@ -148,7 +141,7 @@ impl Upstreams {
         addr: SocketAddr,
         svc: &ServiceConfig,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, Failed> {
         let existing = {
             let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
             match h2.get(&addr) {
@@ -264,7 +257,7 @@ impl Upstreams {
     }
 
     /// The pool of the HTTP/1.1 engine.
-    pub(crate) fn raw(&self) -> &super::h1::upstream::Pool {
+    pub(crate) fn raw(&self) -> &super::h1::Pool {
         &self.inner.raw
     }
 
@@ -343,30 +336,6 @@ where
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, ProxyError> {
     connect_tcp(addr, timeout).await.map(TokioIo::new)
-}
-
-/// A TCP connection to `addr` with `TCP_NODELAY`, within `timeout`.
-pub(crate) async fn connect_tcp(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(ProxyError::UpstreamConnect {
-                addr,
-                reason: e.to_string(),
-            })
-        }
-        Err(_) => {
-            return Err(ProxyError::UpstreamConnect {
-                addr,
-                reason: format!("connect timed out after {timeout:?}"),
-            })
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 fn connect_err(addr: SocketAddr, e: &hyper::Error) -> ProxyError {

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{stopped, Worker};
+use super::worker::{stopped, Worker};
 
 /// The `Location` for `req`, or `None` when it names no usable host.
 pub(crate) fn location<B>(req: &Request<B>) -> Option<String> {

@@ -13,10 +13,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use super::client::Upstreams;
 use super::error::ClientFault;
 use super::h1::Rewind;
 use super::h2guard::H2Guard;
-use super::{handle, ConnInfo, Upstreams, Worker};
+use super::handle::handle;
+use super::worker::{stopped, ConnInfo, Worker};
 use crate::tls::{Alpn, Terminator};
 
 /// What a listener does with the connections it accepts.
@@ -412,8 +414,3 @@ fn malformed_h2<B>(req: &hyper::Request<B>) -> Option<&'static str> {
 
 /// Streams an HTTP/2 client may have open at once on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
-
-/// Resolves once `rx` holds `true` (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|&s| s).await.map(|_| ());
-}

@@ -9,7 +9,7 @@ use super::head::{listed_in_connection, Field, Framing, Kind, RequestHead};
 use crate::config::PathMatch;
 use crate::policy::UpstreamEdits;
 use crate::proxy::error::ProxyError;
-use crate::proxy::ConnInfo;
+use crate::proxy::worker::ConnInfo;
 use crate::route::rewrite_path;
 use crate::snapshot::RouteRuntime;
 

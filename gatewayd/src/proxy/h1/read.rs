@@ -1,20 +1,29 @@
 //! Reading the client's request: its head (or the HTTP/2 preface) within the head and keep-alive
 //! timeouts, and whether its whole body is in the buffer already.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::chunked::Chunked;
 use super::head::{self, Field, Framing, RequestHead};
 use super::timers::Timers;
-use super::{HEADER_TIMEOUT, HEAD_BUF, HEAD_TIMEOUT};
 use crate::proxy::error::ProxyError;
 
 /// How long an idle keep-alive connection of a stopping worker waits for one more request
 /// (answered with `Connection: close`). Closing it at once would race a request the client is
 /// sending right then, which fails without the client knowing whether it was served; a client
 /// under load sends its next request well within this, so a restart or hand-over costs none.
-const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
+/// more (it grows for larger heads and for bodies).
+pub(super) const HEAD_BUF: usize = 4 * 1024;
+/// How long an idle keep-alive connection is kept (and a new one waits for its first byte).
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send the rest of a request head once its first byte came: a
+/// client trickling its head (slowloris) is cut off with a 408.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

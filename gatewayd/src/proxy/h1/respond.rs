@@ -2,19 +2,31 @@
 //! after it, a protocol switch passed on, and the gateway's own answers.
 
 use std::io::IoSlice;
+use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
 
 use super::chunked::Chunked;
 use super::forward::{put_field, LineCopier};
 use super::head::{self, Framing, Kind};
+use super::io::{write_all_vectored, READ_BUF};
 use super::response::ResponseHead;
-use super::upstream::{write_all_vectored, Conn, READ_BUF};
-use super::Next;
+use super::upstream::Conn;
 use crate::proxy::error::{respond, ProxyError};
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+    /// Serve the rest of the connection with hyper, these bytes first.
+    Handover(Bytes),
+}
 
 /// How the response head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +277,27 @@ async fn refill<U: AsyncRead + Unpin>(up: &mut U, buf: &mut BytesMut) -> Result<
     }
 }
 
+/// Closes after a response: sends FIN, then reads and discards what the client still sends for
+/// a short while (bounded in time and bytes), so an unread request body does not turn the close
+/// into a reset that destroys the response before the client reads it (nginx's lingering close).
+pub(super) async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C, buf: &mut BytesMut) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX: usize = 8 * 1024 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < MAX {
+        buf.clear();
+        buf.reserve(READ_BUF);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
+        }
+    }
+}
+
 /// Answers with the gateway's own JSON error for `e` (with the route's policy headers, `extra`).
 pub(super) async fn error_reply<C: AsyncWrite + Unpin>(
     io: &mut C,
@@ -282,7 +315,7 @@ pub(super) async fn error_reply<C: AsyncWrite + Unpin>(
 /// Answers with an in-memory response the gateway made (a policy's, an error).
 pub(super) async fn answer<C: AsyncWrite + Unpin>(
     io: &mut C,
-    resp: http::Response<crate::proxy::ResponseBody>,
+    resp: http::Response<crate::proxy::body::ResponseBody>,
     reply: Reply,
     head_request: bool,
 ) -> Next {
@@ -330,12 +363,12 @@ pub(super) async fn write_synthetic<C: AsyncWrite + Unpin>(
 /// Writes an in-memory response with a `content-length`, `date` and our connection field.
 async fn write_response<C: AsyncWrite + Unpin>(
     io: &mut C,
-    resp: &http::Response<crate::proxy::ResponseBody>,
+    resp: &http::Response<crate::proxy::body::ResponseBody>,
     reply: Reply,
     head_request: bool,
 ) -> std::io::Result<()> {
     let body = match resp.body() {
-        crate::proxy::ResponseBody::Full(Some(b)) => b.clone(),
+        crate::proxy::body::ResponseBody::Full(Some(b)) => b.clone(),
         _ => Bytes::new(),
     };
     let mut out = Vec::with_capacity(256);

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::chunked::Chunked;
 use super::head::Framing;
-use super::upstream::READ_BUF;
+use super::io::READ_BUF;
 use crate::proxy::error::ProxyError;
 
 /// The interim answer to `Expect: 100-continue`.

@@ -9,20 +9,18 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::head::Framing;
+use super::io::{write_all_vectored, READ_BUF};
 use super::response::ResponseHead;
 use super::upload::{Body, Upload};
 use crate::fxhash::FxHashMap;
-use crate::proxy::client::SendError;
+use crate::proxy::attempts::{Answer, SendError};
 use crate::proxy::error::ProxyError;
-use crate::proxy::Answer;
-
-/// Read buffer size of a connection (grown while a head does not fit).
-pub const READ_BUF: usize = 16 * 1024;
+use crate::proxy::transport::connect_tcp;
 
 /// One upstream connection and its read buffer.
 #[derive(Debug)]
@@ -154,9 +152,10 @@ pub struct Outgoing<'a, C> {
     pub max_body: Option<u64>,
 }
 
-/// A response head received from the upstream, with the connection it came on.
+/// A response head received from the upstream, with the connection it came on (what an attempt
+/// of the engine returns).
 #[derive(Debug)]
-pub struct Exchange {
+pub struct Answered {
     /// The connection; `conn.head` is the parsed head, `conn.buf` starts with it.
     pub conn: Conn,
     /// The endpoint it goes to.
@@ -166,7 +165,7 @@ pub struct Exchange {
     pub body: Body,
 }
 
-impl Answer for Exchange {
+impl Answer for Answered {
     fn status(&self) -> u16 {
         self.conn.head.status
     }
@@ -187,7 +186,7 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
-) -> Result<Exchange, SendError<Outgoing<'a, C>>> {
+) -> Result<Answered, SendError<Outgoing<'a, C>>> {
     loop {
         // A request that cannot be sent twice (a streamed body, a non-idempotent method) only
         // takes a pooled connection that looks alive.
@@ -220,7 +219,7 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
         match got {
             Ok(()) => {
                 out.down.buf.advance(n);
-                return Ok(Exchange {
+                return Ok(Answered {
                     conn,
                     addr,
                     body: Body::Sent,
@@ -270,7 +269,7 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
-) -> Result<Exchange, SendError<Outgoing<'a, C>>> {
+) -> Result<Answered, SendError<Outgoing<'a, C>>> {
     let Outgoing { head, down, .. } = out;
     let mut upload = Upload::new(out.framing, out.max_body, down.expect_continue, addr);
     let got = {
@@ -312,14 +311,14 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     match got {
-        Ok(body) => Ok(Exchange { conn, addr, body }),
+        Ok(body) => Ok(Answered { conn, addr, body }),
         Err(e) => Err(head_failed(e, addr, SendError::Failed)),
     }
 }
 
 /// Opens a connection to `addr`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
-    let io = crate::proxy::client::connect_tcp(addr, timeout).await?;
+    let io = connect_tcp(addr, timeout).await?;
     Ok(Conn {
         io,
         buf: BytesMut::with_capacity(READ_BUF),
@@ -378,22 +377,4 @@ async fn read_head_from<R: AsyncRead + Unpin>(
             Err(e) => return Err(HeadError::Nothing(e.to_string())),
         }
     }
-}
-
-/// `write_all` for several buffers, with as few system calls as the socket allows.
-pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut parts: [IoSlice<'_>; 2],
-) -> std::io::Result<()> {
-    let mut slices = &mut parts[..];
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        let n = w.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    // A TLS stream may keep the last record buffered; on a TcpStream this is a no-op.
-    w.flush().await
 }
