@@ -370,8 +370,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                         .count_client_fault(ClientFault::AbortedResponse);
                     return Next::Close;
                 }
-                let how = (&down[..], framing, decode);
-                duplex::relay(&mut self.io, &mut self.buf, &mut conn, &mut upload, how).await
+                let client = (&mut self.io, &mut self.buf);
+                let upstream = (&mut conn, &mut *upload, &self.s.up[..]);
+                duplex::relay(client, upstream, (&down[..], framing, decode)).await
             }
         };
         match (forwarded, uploaded) {

@@ -34,13 +34,12 @@ pub(super) enum Uploaded {
 struct Shared<'a, 'b, C>(&'a Mutex<&'b mut C>);
 
 /// Relays the response body (its head already in `down_head`) from `conn` to the client while
-/// `upload` carries on sending the request body from the client (`buf` holds what was read of
-/// it) to the same upstream connection.
+/// `upload` carries on sending the request (`up_head`, of which an early answer may have left
+/// a part unwritten, then the body from the client: `buf` holds what was read of it) to the
+/// same upstream connection.
 pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut C,
-    buf: &mut BytesMut,
-    conn: &mut Conn,
-    upload: &mut Upload,
+    (io, buf): (&mut C, &mut BytesMut),
+    (conn, upload, up_head): (&mut Conn, &mut Upload, &[u8]),
     (down_head, framing, decode): (&[u8], Framing, bool),
 ) -> (Result<Forwarded, Cut>, Uploaded) {
     upload.answered = true;
@@ -61,7 +60,7 @@ pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         None
     };
     {
-        let pump = upload.pump(&[], &mut down_r, buf, &mut up_w, None);
+        let pump = upload.pump(up_head, &mut down_r, buf, &mut up_w, None);
         let mut pump = std::pin::pin!(pump);
         while uploaded.is_none() {
             tokio::select! {

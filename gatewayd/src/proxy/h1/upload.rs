@@ -48,8 +48,8 @@ pub(crate) enum Body {
     /// All of it went upstream.
     Sent,
     /// Part of it is still to come from the client: it keeps streaming while the response is
-    /// relayed.
-    Streaming(Upload),
+    /// relayed. (Boxed: every answer moves this enum a few times, and few requests stream.)
+    Streaming(Box<Upload>),
     /// The upstream stopped taking it (and answered anyway).
     Abandoned,
 }

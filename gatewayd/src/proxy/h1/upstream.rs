@@ -200,7 +200,8 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
             },
         };
         let Some(n) = out.buffered else {
-            return streamed(conn, addr, out, try_timeout).await;
+            // Boxed: its state machine is large, and most requests are bodiless or buffered.
+            return Box::pin(streamed(conn, addr, out, try_timeout)).await;
         };
         let parts = [IoSlice::new(out.head), IoSlice::new(&out.down.buf[..n])];
         let sent = write_all_vectored(&mut conn.io, parts).await;
@@ -296,7 +297,7 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         match (race, try_timeout) {
-            (Race::Head(h), _) => h.map(|()| Body::Streaming(upload)),
+            (Race::Head(h), _) => h.map(|()| Body::Streaming(Box::new(upload))),
             (Race::Sent, None) => reading.await.map(|()| Body::Sent),
             (Race::Sent, Some(t)) => tokio::time::timeout(t, reading)
                 .await
