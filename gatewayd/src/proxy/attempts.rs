@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use http::{HeaderValue, Response};
 use tokio::time::Instant;
@@ -52,6 +53,8 @@ pub(crate) struct Call<'a> {
     pub svc: &'a ServiceRuntime,
     /// When the request arrived (the first attempt's send time, the deadline's base).
     pub start: Instant,
+    /// `start` as [`nanos_at`] counts it (read once per request: the conversion is not free).
+    pub start_nanos: u64,
     /// Method and path, for the failure notes an ejection reports.
     pub method: &'a http::Method,
     pub path: &'a str,
@@ -120,9 +123,9 @@ where
     };
     let timeout = route.config.timeout;
     let policy = &route.config.retry;
-    let second = |t: Instant| nanos_at(t) / 1_000_000_000;
+    const SECOND: u64 = 1_000_000_000;
     if route.config.retries > 0 {
-        route.budget.deposit(second(start));
+        route.budget.deposit(call.start_nanos / SECOND);
     }
     // The endpoint being tried, so a timeout (which drops the attempt) can be blamed on it.
     let trying = std::sync::atomic::AtomicUsize::new(usize::MAX);
@@ -136,7 +139,12 @@ where
             } else {
                 Instant::now()
             };
-            let now = nanos_at(sent_at);
+            let sent = if exclude.is_none() {
+                call.start_nanos
+            } else {
+                nanos_at(sent_at)
+            };
+            let now = sent;
             let limit = svc.config.max_in_flight_per_endpoint;
             let picked = with_rng(|rng| {
                 svc.balancer
@@ -172,7 +180,7 @@ where
                 if attempts_left == 0 {
                     return Err(e);
                 }
-                if !route.budget.withdraw(policy, second(answered)) {
+                if !route.budget.withdraw(policy, now / SECOND) {
                     w.metrics.retries_refused.fetch_add(1, Relaxed);
                     tracing::debug!(error = %e, route = %route.config.name, "retry budget spent");
                     return Err(e);
@@ -186,7 +194,11 @@ where
             };
             match result {
                 Ok(answer) => {
-                    observe_latency(&ep.stats, now, answered.saturating_duration_since(sent_at));
+                    observe_latency(
+                        &ep.stats,
+                        now,
+                        Duration::from_nanos(now.saturating_sub(sent)),
+                    );
                     let status = answer.status();
                     if status >= 500 {
                         let why = format!("answered {status}");

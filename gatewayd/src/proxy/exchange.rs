@@ -43,6 +43,8 @@ pub(crate) struct Exchange<'a> {
     pub snap: &'a Snapshot,
     /// When its head had been read (the deadline's base, the latency's start).
     pub start: Instant,
+    /// `start` in [`nanos_at`]'s count, read once (balancers and outlier detection use it).
+    pub start_nanos: u64,
     /// Its `x-request-id` (when the policy is on): the client's, or one the gateway made.
     pub request_id: Option<HeaderValue>,
     /// The route it matched (an index into `snap.routes`).
@@ -99,6 +101,7 @@ impl<'a> Exchange<'a> {
             conn,
             snap,
             start,
+            start_nanos: nanos_at(start),
             request_id: None,
             route: None,
             backend: None,
@@ -144,7 +147,7 @@ impl<'a> Exchange<'a> {
         // Clock reads are a measurable share of the per-request cost: the first attempt reuses
         // the request's start time, and one read when the upstream answers serves every later
         // use.
-        let now = nanos_at(self.start);
+        let now = self.start_nanos;
         let usable =
             |b: usize| any_usable(&snap.services[route.backends[b].service].endpoints, now);
         let bi = match with_rng(|rng| route.split.choose(req, usable, rng)) {
@@ -171,6 +174,7 @@ impl<'a> Exchange<'a> {
             route,
             svc,
             start: self.start,
+            start_nanos: self.start_nanos,
             method,
             path,
             request_id: self.request_id.as_ref(),

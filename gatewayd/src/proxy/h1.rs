@@ -371,7 +371,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                     return Next::Close;
                 }
                 let client = (&mut self.io, &mut self.buf);
-                let upstream = (&mut conn, &mut *upload, &self.s.up[..]);
+                let upstream = (&mut *conn, &mut *upload, &self.s.up[..]);
                 duplex::relay(client, upstream, (&down[..], framing, decode)).await
             }
         };

@@ -128,7 +128,7 @@ pub(super) async fn switch_protocols<C: AsyncRead + AsyncWrite + Unpin>(
     io: &mut C,
     buf: &mut BytesMut,
     down: &mut Vec<u8>,
-    conn: Conn,
+    conn: Box<Conn>,
     request_id: Option<&HeaderValue>,
 ) -> Next {
     response_head(
@@ -143,7 +143,7 @@ pub(super) async fn switch_protocols<C: AsyncRead + AsyncWrite + Unpin>(
         io: mut up,
         buf: mut early,
         head,
-    } = conn;
+    } = *conn;
     early.advance(head.len);
     let parts = [IoSlice::new(down), IoSlice::new(&early)];
     if write_all_vectored(io, parts).await.is_err() || up.write_all(buf).await.is_err() {

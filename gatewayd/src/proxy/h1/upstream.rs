@@ -35,7 +35,7 @@ pub struct Conn {
 
 #[derive(Debug)]
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
     idle_timeout: Duration,
     max_idle: usize,
@@ -50,7 +50,7 @@ pub struct Pool {
 impl Pool {
     /// The most recently used connection to `addr` within its idle timeout; with `probe`, only
     /// one the upstream has not closed (costs a system call).
-    fn checkout(&self, addr: SocketAddr, probe: bool, now: Instant) -> Option<Conn> {
+    fn checkout(&self, addr: SocketAddr, probe: bool, now: Instant) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
@@ -68,7 +68,7 @@ impl Pool {
     pub fn give_back(
         &self,
         addr: SocketAddr,
-        mut conn: Conn,
+        mut conn: Box<Conn>,
         max_idle: usize,
         idle_timeout: Duration,
         now: Instant,
@@ -156,8 +156,9 @@ pub struct Outgoing<'a, C> {
 /// of the engine returns).
 #[derive(Debug)]
 pub struct Answered {
-    /// The connection; `conn.head` is the parsed head, `conn.buf` starts with it.
-    pub conn: Conn,
+    /// The connection; `conn.head` is the parsed head, `conn.buf` starts with it. (Boxed, as in
+    /// the pool: a request moves it a few times, and a pointer is cheaper to move.)
+    pub conn: Box<Conn>,
     /// The endpoint it goes to.
     pub addr: SocketAddr,
     /// What became of the request body: all sent, still streaming (it goes on while the
@@ -266,7 +267,7 @@ enum Race {
 /// Writes the head and streams the body from the client while reading the response head (full
 /// duplex): an upstream answering before it has read the whole body is answered at once.
 async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     addr: SocketAddr,
     out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
@@ -278,7 +279,7 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
             io,
             buf,
             head: parsed,
-        } = &mut conn;
+        } = &mut *conn;
         let (mut rd, mut wr) = io.split();
         let mut reading = std::pin::pin!(read_head_from(&mut rd, buf, parsed));
         let race = {
@@ -318,13 +319,13 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Opens a connection to `addr`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<Conn>, ProxyError> {
     let io = connect_tcp(addr, timeout).await?;
-    Ok(Conn {
+    Ok(Box::new(Conn {
         io,
         buf: BytesMut::with_capacity(READ_BUF),
         head: ResponseHead::default(),
-    })
+    }))
 }
 
 enum HeadError {
