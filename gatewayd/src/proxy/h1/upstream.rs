@@ -195,7 +195,9 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
         let probe = !resendable;
         let (mut conn, reused) = match pool.and_then(|p| p.checkout(addr, probe, out.now)) {
             Some(c) => (c, true),
-            None => match connect(addr, out.connect_timeout).await {
+            // Boxed, as the per-try timeout below: rare paths whose futures would make every
+            // request's state larger (and every move of it longer).
+            None => match Box::pin(connect(addr, out.connect_timeout)).await {
                 Ok(c) => (c, false),
                 Err(e) => return Err(SendError::NotSent(Box::new(out), e)),
             },
@@ -208,7 +210,7 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
         let sent = write_all_vectored(&mut conn.io, parts).await;
         let got = match (sent, try_timeout) {
             (Ok(()), None) => read_head(&mut conn).await,
-            (Ok(()), Some(t)) => tokio::time::timeout(t, read_head(&mut conn))
+            (Ok(()), Some(t)) => Box::pin(tokio::time::timeout(t, read_head(&mut conn)))
                 .await
                 .unwrap_or(Err(HeadError::TimedOut(t))),
             (Err(e), _) => Err(HeadError::Nothing(e.to_string())),
