@@ -16,7 +16,9 @@ use crate::config::{self, Config};
 use crate::events::Events;
 use crate::metrics::Registry;
 use crate::policy::PolicyRegistry;
-use crate::proxy::{bind_listener, run_worker, ListenerMode, Upstreams, Worker, WorkerSet};
+use crate::proxy::{
+    bind_listener, run_worker, ConnCap, ListenerMode, Upstreams, Worker, WorkerSet,
+};
 use crate::snapshot::{EndpointStatsRegistry, Inputs, Snapshot, SnapshotHandle};
 use crate::weights::{rfc3339, WeightStore, WeightsError};
 
@@ -603,7 +605,7 @@ impl App {
             .map(|p| (p, crate::handover::Offer::default()));
         // Bind the first socket of each listener, then the others on the port it got (port 0
         // resolves once), so every worker shares one address through SO_REUSEPORT.
-        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerMode)>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>> =
             (0..workers_n).map(|_| Vec::new()).collect();
         let mut listen_addrs = Vec::new();
         let mut tls = Vec::new();
@@ -641,8 +643,10 @@ impl App {
             }
             // A worker may get several sockets of one listener (a predecessor with more
             // workers): none of their queued connections is lost.
+            // One cap for the listener, shared by every worker's socket of it.
+            let cap = ConnCap::new(l.max_connections);
             for (i, s) in sockets.sockets.into_iter().enumerate() {
-                per_worker[i % workers_n].push((s, mode.clone()));
+                per_worker[i % workers_n].push((s, mode.clone(), cap.clone()));
             }
             let kind = match mode {
                 ListenerMode::Plain => "http",

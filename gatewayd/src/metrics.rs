@@ -193,6 +193,8 @@ pub struct Registry {
     pub connections_open: AtomicI64,
     /// Client connections accepted.
     pub connections_accepted: AtomicU64,
+    /// Client connections closed at once because their listener held `max_connections`.
+    pub connections_refused: AtomicU64,
     /// Process start, for uptime.
     pub started: SystemTime,
 }
@@ -217,6 +219,7 @@ impl Registry {
             weights_stale: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             started: SystemTime::now(),
         }
     }

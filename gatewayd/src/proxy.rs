@@ -35,7 +35,7 @@ pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
 pub use handle::handle;
 pub use request_body::{BodyWatch, RequestBody};
 pub use retry::{RetryBudget, RetryReason};
-pub use server::{bind_listener, run_worker, ListenerMode, WorkerSet};
+pub use server::{bind_listener, run_worker, ConnCap, ListenerMode, WorkerSet};
 pub use worker::{stopped, with_rng, ConnInfo, Worker};
 
 /// The HTTP/1.1 engine's head parsing and writing, for the criterion benches

@@ -47,3 +47,8 @@ pub const LOG_LEVEL: &str = "info";
 
 /// A TLS handshake not finished within this is dropped (`listeners.tls.handshake_timeout`).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open client connections a listener holds at most (`listeners[].max_connections`): far above
+/// what one gateway serves well, far below what exhausts its file descriptors (the systemd unit
+/// sets LimitNOFILE=1048576); tune it to the fleet.
+pub const LISTENER_MAX_CONNECTIONS: usize = 65_536;

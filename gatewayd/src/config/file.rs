@@ -114,6 +114,7 @@ pub(super) struct ListenerFile {
     pub tls: Option<Spanned<ListenerTlsFile>>,
     pub redirect_https: Option<Spanned<bool>>,
     pub proxy_protocol: Option<Spanned<bool>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,6 +79,7 @@ fn docs_example_parses_with_every_value() {
             tls: None,
             redirect_https: false,
             proxy_protocol: false,
+            max_connections: LISTENER_MAX_CONNECTIONS,
         }]
     );
     assert_eq!(c.admin.addr, addr("127.0.0.1:9901"));
@@ -196,6 +197,7 @@ fn defaults_are_applied_to_a_minimal_file() {
             tls: None,
             redirect_https: false,
             proxy_protocol: false,
+            max_connections: LISTENER_MAX_CONNECTIONS,
         }]
     );
     assert_eq!(c.admin.addr, addr(ADMIN));

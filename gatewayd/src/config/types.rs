@@ -215,6 +215,9 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client, sent
     /// by an L4 balancer in front; one without it is closed (cleartext listeners only, for now).
     pub proxy_protocol: bool,
+    /// Open client connections this listener holds at most, across every worker; a connection
+    /// beyond it is closed as soon as it is accepted (and counted).
+    pub max_connections: usize,
 }
 
 /// Oldest TLS version a listener accepts (nothing older than 1.2 is ever offered).

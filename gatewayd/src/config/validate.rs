@@ -326,6 +326,11 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             Some(p) => *p.get_ref(),
             None => false,
         };
+        let max_connections = l
+            .max_connections
+            .as_ref()
+            .and_then(|v| cx.int(v, &format!("listeners[{i}].max_connections"), 1, 10_000_000))
+            .unwrap_or(d::LISTENER_MAX_CONNECTIONS);
         if let Some(addr) = socket_addr(cx, &l.address, &field) {
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
                 cx.err(l.address.span(), field, format!("{addr} is listed twice"));
@@ -336,6 +341,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 tls,
                 redirect_https,
                 proxy_protocol,
+                max_connections,
             });
         }
     }
@@ -347,6 +353,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 tls: None,
                 redirect_https: false,
                 proxy_protocol: false,
+                max_connections: d::LISTENER_MAX_CONNECTIONS,
             });
         }
     }

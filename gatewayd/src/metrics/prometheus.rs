@@ -150,6 +150,16 @@ fn process(o: &mut Out, reg: &Registry, gauges: &Gauges) {
         reg.connections_accepted.load(Relaxed),
     );
     o.family(
+        "meshgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because their listener held max_connections.",
+    );
+    o.sample(
+        "meshgate_connections_refused_total",
+        &[],
+        reg.connections_refused.load(Relaxed),
+    );
+    o.family(
         "meshgate_config_reloads_total",
         "counter",
         "Config reloads by result.",

@@ -70,7 +70,7 @@ impl WorkerSet {
 /// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
 pub fn run_worker(
     worker: Worker,
-    listeners: Vec<(std::net::TcpListener, ListenerMode)>,
+    listeners: Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -92,13 +92,13 @@ pub fn run_worker(
 
 async fn worker_main(
     worker: Worker,
-    listeners: Vec<(std::net::TcpListener, ListenerMode)>,
+    listeners: Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let worker = Arc::new(worker);
     let mut accept_tasks = Vec::new();
-    for (l, mode) in listeners {
+    for (l, mode, cap) in listeners {
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -108,7 +108,7 @@ async fn worker_main(
         };
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
-            mode,
+            (mode, cap),
             worker.clone(),
             shutdown.clone(),
             drain,
@@ -127,6 +127,40 @@ async fn reap_loop(upstreams: Upstreams) {
     loop {
         tick.tick().await;
         upstreams.reap();
+    }
+}
+
+/// The open connections of one listener across every worker, against its `max_connections`.
+#[derive(Debug)]
+pub struct ConnCap {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One connection's place under its listener's cap; given back when dropped.
+struct CapSlot(Arc<ConnCap>);
+
+impl ConnCap {
+    /// A cap of `max` open connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn take(self: &Arc<Self>) -> Option<CapSlot> {
+        let took = self
+            .open
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .is_ok();
+        took.then(|| CapSlot(self.clone()))
+    }
+}
+
+impl Drop for CapSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -174,7 +208,7 @@ impl Tracker {
 /// Accepts until shutdown, then closes the socket and drains this listener's connections.
 async fn accept_loop(
     listener: TcpListener,
-    mode: ListenerMode,
+    (mode, cap): (ListenerMode, Arc<ConnCap>),
     worker: Arc<Worker>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -196,6 +230,14 @@ async fn accept_loop(
                 }
             },
         };
+        let Some(slot) = cap.take() else {
+            // Over the listener's max_connections: closed at once, before any byte is read,
+            // so the connections it holds keep their worker.
+            worker.metrics.connections_refused.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, max = cap.max, "listener full: connection closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let local = match bound {
             Some(a) if !a.ip().is_unspecified() => a,
@@ -203,7 +245,7 @@ async fn accept_loop(
         };
         let w = worker.clone();
         let mut shutdown = shutdown.clone();
-        let live = Live::new(&tracker, &worker.metrics);
+        let live = (Live::new(&tracker, &worker.metrics), slot);
         // The cleartext arm stays first and monomorphic: plain TCP pays nothing for TLS.
         match &mode {
             ListenerMode::Plain => {

@@ -190,3 +190,64 @@ async fn proxy_protocol_headers_name_the_client() {
         "{m}"
     );
 }
+
+/// `max_connections` holds across every worker: with three connections open, a fourth is
+/// closed at once and counted, the other listener is not affected, and a freed place is taken
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_closes_new_connections_at_once() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let capped =
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nname = \"capped\"\nmax_connections = 3\n\n";
+    let gw = Gateway::start(&format!("{capped}{}", config(&o))).unwrap();
+    let addr = gw.listeners[1];
+    let ask = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+    // Reads one response head (bounded); empty when the gateway closed instead.
+    async fn answer(io: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(patience(), io.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        io.write_all(ask).await.unwrap();
+        let got = answer(&mut io).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        held.push(io);
+    }
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    let _ = fourth.write_all(ask).await;
+    assert_eq!(
+        answer(&mut fourth).await,
+        "",
+        "the fourth connection is closed unanswered"
+    );
+    // The other listener serves as before.
+    let http = super::support::client();
+    assert_eq!(http.get(gw.url("/")).send().await.unwrap().status(), 200);
+    let m = gw.admin_get_text(&http, "/metrics").await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("meshgate_connections_refused_total ") && !l.ends_with(" 0")),
+        "{m}"
+    );
+    // A freed place is taken again (the gateway notices the close when it reads).
+    drop(held.pop());
+    meshgate_e2e::harness::eventually::eventually("a freed place to be taken", || async {
+        let mut io = TcpStream::connect(addr).await.ok()?;
+        io.write_all(ask).await.ok()?;
+        answer(&mut io)
+            .await
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+    })
+    .await;
+}
