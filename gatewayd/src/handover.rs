@@ -266,7 +266,7 @@ pub fn take_over(path: &Path) -> Result<(Inheritance, Successor), HandoverError>
         None,
     )
     .map_err(|e| io(e.into()))?;
-    let addr = SocketAddrUnix::new(path).map_err(|e| io(e.into()))?;
+    let (addr, _dir) = unix_addr(path).map_err(io)?;
     rustix::net::connect(&conn, &addr).map_err(|e| io(e.into()))?;
     for which in [
         rustix::net::sockopt::Timeout::Recv,
@@ -345,7 +345,7 @@ fn bind(path: &Path) -> Result<OwnedFd, HandoverError> {
         None,
     )
     .map_err(|e| io(e.into()))?;
-    let addr = SocketAddrUnix::new(&tmp).map_err(|e| io(e.into()))?;
+    let (addr, _dir) = unix_addr(&tmp).map_err(io)?;
     rustix::net::bind(&fd, &addr).map_err(|e| io(e.into()))?;
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -354,6 +354,35 @@ fn bind(path: &Path) -> Result<OwnedFd, HandoverError> {
     rustix::net::listen(&fd, 4).map_err(|e| io(e.into()))?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(fd)
+}
+
+/// Longest path a `sockaddr_un` holds (108 bytes, the last one a NUL).
+const MAX_SUN_PATH: usize = 107;
+
+/// The address of the unix socket at `path`. A path longer than `sockaddr_un` holds (a deep
+/// install prefix) is reached through its directory instead: `/proc/self/fd/N/NAME`, with the
+/// directory open as `N` for as long as the returned handle lives (bind and connect only).
+fn unix_addr(path: &Path) -> std::io::Result<(SocketAddrUnix, Option<std::fs::File>)> {
+    if path.as_os_str().len() <= MAX_SUN_PATH {
+        return Ok((SocketAddrUnix::new(path)?, None));
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a socket file path",
+        ));
+    };
+    let dir = std::fs::File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })?;
+    let mut short = std::ffi::OsString::from(format!(
+        "/proc/self/fd/{}/",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
+    short.push(name);
+    Ok((SocketAddrUnix::new(Path::new(&short))?, Some(dir)))
 }
 
 fn accept_loop(
@@ -635,6 +664,29 @@ mod tests {
         let (inh, successor) = take_over(&path).unwrap();
         assert_eq!(inh.len(), 1, "offered again");
         assert!(ready.try_recv().is_err(), "no hand-over yet");
+        successor.ready().unwrap();
+        assert_eq!(ready.blocking_recv().unwrap(), std::process::id());
+    }
+
+    /// A socket path longer than `sockaddr_un` holds (a deep install prefix) still hands over.
+    #[test]
+    fn a_path_longer_than_sockaddr_un_still_hands_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir
+            .path()
+            .join("a-directory-name-of-forty-bytes-exactly!")
+            .join("and-another-one-to-go-well-past-the-108-bytes-of-sockaddr-un-on-linux");
+        std::fs::create_dir_all(&deep).unwrap();
+        let path = deep.join("handover.sock");
+        assert!(path.as_os_str().len() > MAX_SUN_PATH);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut offer = Offer::default();
+        let a = l.local_addr().unwrap().to_string();
+        offer.add(meta(Role::Proxy, "p", &a, &a), &l).unwrap();
+        let (_slot, ready) = serve(&path, offer).unwrap();
+        assert!(path.exists(), "the socket file is at its long name");
+        let (inh, successor) = take_over(&path).unwrap();
+        assert_eq!(inh.len(), 1);
         successor.ready().unwrap();
         assert_eq!(ready.blocking_recv().unwrap(), std::process::id());
     }

@@ -1098,3 +1098,27 @@ fn latency_objective_is_optional() {
     );
     assert_eq!(c.routes[1].latency_objective, None);
 }
+
+/// A deep install prefix is fine for the hand-over socket (it is reached through its
+/// directory); only a file name too long for that detour is refused.
+#[test]
+fn handover_socket_takes_a_deep_path_but_not_a_long_file_name() {
+    let deep = format!("/{}/handover.sock", "d".repeat(150));
+    let c = parse(&format!(
+        "[gateway]\nhandover_socket = \"{deep}\"\n\n[services.blue]\nendpoints = [\"127.0.0.1:9001\"]\n\n[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = 100 }}]\n"
+    ));
+    assert_eq!(
+        c.gateway.handover_socket.as_deref(),
+        Some(std::path::Path::new(&deep))
+    );
+    let e = only_error(&format!(
+        "[gateway]\nhandover_socket = \"/run/{}.sock\"\n\n[services.blue]\nendpoints = [\"127.0.0.1:9001\"]\n\n[[routes]]\nname = \"web\"\nbackends = [{{ name = \"blue\", weight = 100 }}]\n",
+        "n".repeat(70)
+    ));
+    assert_error(
+        &e,
+        2,
+        "gateway.handover_socket",
+        "file name of 1 to 64 bytes",
+    );
+}

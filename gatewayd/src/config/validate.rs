@@ -205,8 +205,9 @@ pub(super) fn validate(
     }
 }
 
-/// Longest path a unix socket can be bound to (Linux `sockaddr_un`).
-const MAX_UNIX_PATH: usize = 107;
+/// Longest file name a hand-over socket can have: a path longer than `sockaddr_un` holds is
+/// reached as `/proc/self/fd/N/NAME`, which must itself fit in its 107 bytes.
+const MAX_UNIX_NAME: usize = 64;
 
 fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
     let workers = match &g.workers {
@@ -235,15 +236,14 @@ fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
         state_file: g.state_file.as_ref().map(|p| cx.path(p.get_ref())),
         handover_socket: g.handover_socket.as_ref().map(|p| {
             let path = cx.path(p.get_ref());
-            // sockaddr_un holds 108 bytes, the last one a NUL.
-            if path.as_os_str().len() > MAX_UNIX_PATH {
+            let name = path.file_name().map_or(0, |n| n.len());
+            if name == 0 || name > MAX_UNIX_NAME {
                 cx.err(
                     p.span(),
                     "gateway.handover_socket",
                     format!(
-                        "'{}' is {} bytes long; a unix socket path has at most {MAX_UNIX_PATH}",
-                        path.display(),
-                        path.as_os_str().len()
+                        "'{}' must end in a file name of 1 to {MAX_UNIX_NAME} bytes",
+                        path.display()
                     ),
                 );
             }
