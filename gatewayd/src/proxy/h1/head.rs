@@ -148,23 +148,102 @@ impl RequestHead {
 /// The kind of the field named `name` (compared by length first, so most names cost one
 /// comparison of lengths).
 pub fn classify(name: &[u8]) -> Kind {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    macro_rules! is {
+        ($lower:literal) => {{
+            const F: Folded = Folded::new($lower);
+            folded_eq(name, &F)
+        }};
+    }
     match name.len() {
-        2 if is(b"te") => Kind::Te,
-        4 if is(b"host") => Kind::Host,
-        6 if is(b"expect") => Kind::Expect,
-        7 if is(b"trailer") => Kind::Trailer,
-        7 if is(b"upgrade") => Kind::Upgrade,
-        10 if is(b"connection") => Kind::Connection,
-        10 if is(b"keep-alive") => Kind::KeepAlive,
-        12 if is(b"x-request-id") => Kind::RequestId,
-        14 if is(b"content-length") => Kind::ContentLength,
-        15 if is(b"x-forwarded-for") => Kind::ForwardedFor,
-        16 if is(b"proxy-connection") => Kind::ProxyConnection,
-        16 if is(b"x-forwarded-host") => Kind::ForwardedHost,
-        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
-        17 if is(b"x-forwarded-proto") => Kind::ForwardedProto,
+        2 if name.eq_ignore_ascii_case(b"te") => Kind::Te,
+        4 if is!(b"host") => Kind::Host,
+        6 if is!(b"expect") => Kind::Expect,
+        7 if is!(b"trailer") => Kind::Trailer,
+        7 if is!(b"upgrade") => Kind::Upgrade,
+        10 if is!(b"connection") => Kind::Connection,
+        10 if is!(b"keep-alive") => Kind::KeepAlive,
+        12 if is!(b"x-request-id") => Kind::RequestId,
+        14 if is!(b"content-length") => Kind::ContentLength,
+        15 if is!(b"x-forwarded-for") => Kind::ForwardedFor,
+        16 if is!(b"proxy-connection") => Kind::ProxyConnection,
+        16 if is!(b"x-forwarded-host") => Kind::ForwardedHost,
+        17 if is!(b"transfer-encoding") => Kind::TransferEncoding,
+        17 if is!(b"x-forwarded-proto") => Kind::ForwardedProto,
         _ => Kind::Other,
+    }
+}
+
+/// A lowercase field name (letters, digits and '-') prepared at compile time for
+/// [`folded_eq`]: its bytes and case masks as little-endian words, 8 bytes at a time with the
+/// last word ending at the name's end (overlapping the one before), or 4 bytes at a time for
+/// names of 4 to 7 bytes.
+struct Folded {
+    len: usize,
+    words: [(u64, u64); 3],
+}
+
+impl Folded {
+    const fn new(lower: &[u8]) -> Self {
+        const fn word(b: &[u8], at: usize, width: usize, fold: bool) -> u64 {
+            let mut w = 0u64;
+            let mut i = 0;
+            while i < width {
+                let c = b[at + i];
+                let byte = if fold {
+                    if c.is_ascii_lowercase() {
+                        0x20
+                    } else {
+                        0
+                    }
+                } else {
+                    c
+                };
+                w |= (byte as u64) << (8 * i);
+                i += 1;
+            }
+            w
+        }
+        let n = lower.len();
+        let mut words = [(0, 0); 3];
+        let width = if n >= 8 { 8 } else { 4 };
+        let mut k = 0;
+        let mut at = 0;
+        assert!(n >= 4 && n <= 24);
+        loop {
+            let a = if at + width > n { n - width } else { at };
+            words[k] = (word(lower, a, width, false), word(lower, a, width, true));
+            k += 1;
+            if a == n - width {
+                break;
+            }
+            at += width;
+        }
+        // Unused slots repeat the last window.
+        while k < 3 {
+            words[k] = words[k - 1];
+            k += 1;
+        }
+        Self { len: n, words }
+    }
+}
+
+/// `name` equals the prepared lowercase name ignoring ASCII case, a word at a time: only the
+/// bytes where the name has a letter get 0x20 ORed in, which turns exactly 'A'..='Z' into the
+/// letters and changes no other byte that could then match, so it is exact for any input.
+#[inline(always)]
+fn folded_eq(name: &[u8], f: &Folded) -> bool {
+    let n = f.len;
+    if name.len() != n {
+        return false;
+    }
+    if n >= 8 {
+        let w = |a: usize| u64::from_le_bytes(name[a..a + 8].try_into().unwrap_or([0; 8]));
+        let ends = [0, 8.min(n - 8), 16.min(n - 8)];
+        (0..3).all(|k| w(ends[k]) | f.words[k].1 == f.words[k].0)
+    } else {
+        let w = |a: usize| u32::from_le_bytes(name[a..a + 4].try_into().unwrap_or([0; 4]));
+        let ends = [0, 4.min(n - 4)];
+        (0..2).all(|k| u64::from(w(ends[k])) | f.words[k].1 == f.words[k].0)
     }
 }
 

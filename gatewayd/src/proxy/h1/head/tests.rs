@@ -393,3 +393,48 @@ fn policy_edits_remove_client_fields_in_any_spelling_and_add_their_own() {
         "GET / HTTP/1.1\r\nHost: a\r\nX-Users: kept\r\nx-user: alice\r\n\r\n"
     );
 }
+
+/// The word-at-a-time comparison agrees with `eq_ignore_ascii_case` for every known name with
+/// any one byte replaced by any value, in any case mix, and at every other length.
+#[test]
+fn folded_comparison_agrees_with_the_plain_one_byte_by_byte() {
+    const NAMES: [&[u8]; 13] = [
+        b"host",
+        b"expect",
+        b"trailer",
+        b"upgrade",
+        b"connection",
+        b"keep-alive",
+        b"x-request-id",
+        b"content-length",
+        b"x-forwarded-for",
+        b"proxy-connection",
+        b"x-forwarded-host",
+        b"transfer-encoding",
+        b"x-forwarded-proto",
+    ];
+    for lower in NAMES {
+        let f = Folded::new(lower);
+        let upper = lower.to_ascii_uppercase();
+        assert!(folded_eq(lower, &f) && folded_eq(&upper, &f));
+        for at in 0..lower.len() {
+            for b in 0..=255u8 {
+                for base in [lower, upper.as_slice()] {
+                    let mut name = base.to_vec();
+                    name[at] = b;
+                    assert_eq!(
+                        folded_eq(&name, &f),
+                        name.eq_ignore_ascii_case(lower),
+                        "{:?} against {:?}",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(lower)
+                    );
+                }
+            }
+        }
+        assert!(!folded_eq(&lower[1..], &f));
+        let mut longer = lower.to_vec();
+        longer.push(b'x');
+        assert!(!folded_eq(&longer, &f));
+    }
+}
