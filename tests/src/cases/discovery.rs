@@ -163,26 +163,14 @@ async fn a_flip_through_one_gateway_moves_every_gateway() {
     trace_init();
     let dc = DevConsul::start().unwrap();
     let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
-    dc.register("blue-1", "api", &["blue"], blue.addr)
-        .await
-        .unwrap();
-    dc.register("green-1", "api", &["green"], green.addr)
-        .await
-        .unwrap();
+    register_blue_and_green(&dc, &blue, &green).await;
     let gw1 = Gateway::start(&consul_cfg(&dc)).unwrap();
     let gw2 = Gateway::start(&consul_cfg(&dc)).unwrap();
     let http = client();
     for gw in [&gw1, &gw2] {
         eventually("blue to serve", || serves(gw, &http, "blue")).await;
     }
-    let r = gw1
-        .admin_req(&http, Method::POST, "/v1/routes/web/flip")
-        .json(&json!({"changed_by": "alice", "reason": "release"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = flip_as_alice(&gw1, &http).await;
     assert_eq!(v["route"]["weights"]["source"], "consul");
     // gw2 learns the flip through its KV watch.
     eventually("gw2 to follow the flip", || serves(&gw2, &http, "green")).await;
@@ -234,12 +222,7 @@ async fn gwctl_flips_in_consul_mode_and_both_gateways_follow() {
     trace_init();
     let dc = DevConsul::start().unwrap();
     let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
-    dc.register("blue-1", "api", &["blue"], blue.addr)
-        .await
-        .unwrap();
-    dc.register("green-1", "api", &["green"], green.addr)
-        .await
-        .unwrap();
+    register_blue_and_green(&dc, &blue, &green).await;
     let gw1 = Gateway::start(&consul_cfg(&dc)).unwrap();
     let gw2 = Gateway::start(&consul_cfg(&dc)).unwrap();
     let http = client();
@@ -326,22 +309,11 @@ async fn a_kv_outage_keeps_the_last_good_weights_reported_stale_until_consul_is_
     trace_init();
     let mut dc = DevConsul::start().unwrap();
     let (blue, green) = (Origin::start("blue").await, Origin::start("green").await);
-    dc.register("blue-1", "api", &["blue"], blue.addr)
-        .await
-        .unwrap();
-    dc.register("green-1", "api", &["green"], green.addr)
-        .await
-        .unwrap();
+    register_blue_and_green(&dc, &blue, &green).await;
     let gw = Gateway::start(&consul_cfg(&dc)).unwrap();
     let http = client();
     eventually("blue to serve", || serves(&gw, &http, "blue")).await;
-    let r = gw
-        .admin_req(&http, Method::POST, "/v1/routes/web/flip")
-        .json(&json!({"changed_by": "alice", "reason": "release"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    flip_as_alice(&gw, &http).await;
     eventually("green to serve", || serves(&gw, &http, "green")).await;
     // What Consul holds, to restore it into the restarted server below.
     let keys: Vec<String> = http
@@ -430,12 +402,7 @@ async fn a_kv_outage_keeps_the_last_good_weights_reported_stale_until_consul_is_
     eprintln!("{sent} requests while Consul was empty: all served");
     // Then the services are registered again and the KV restored: the gateway follows Consul
     // again, no longer stale.
-    dc2.register("blue-1", "api", &["blue"], blue.addr)
-        .await
-        .unwrap();
-    dc2.register("green-1", "api", &["green"], green.addr)
-        .await
-        .unwrap();
+    register_blue_and_green(&dc2, &blue, &green).await;
     for (key, value) in kv {
         let put = http
             .put(format!("{}/v1/kv/{key}", dc2.url()))
@@ -456,4 +423,26 @@ async fn a_kv_outage_keeps_the_last_good_weights_reported_stale_until_consul_is_
         "the recovery is logged"
     );
     eventually("green to serve again", || serves(&gw, &http, "green")).await;
+}
+
+/// Registers `blue` and `green` as instances blue-1 and green-1 of service api, tagged by colour.
+async fn register_blue_and_green(dc: &DevConsul, blue: &Origin, green: &Origin) {
+    dc.register("blue-1", "api", &["blue"], blue.addr)
+        .await
+        .unwrap();
+    dc.register("green-1", "api", &["green"], green.addr)
+        .await
+        .unwrap();
+}
+
+/// Flips route web through `gw`'s admin API as alice; the answer's body.
+async fn flip_as_alice(gw: &Gateway, http: &reqwest::Client) -> Value {
+    let r = gw
+        .admin_req(http, Method::POST, "/v1/routes/web/flip")
+        .json(&json!({"changed_by": "alice", "reason": "release"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
 }
