@@ -40,7 +40,7 @@ use self::respond::{
     write_synthetic, Cut, Forwarded, Next, Reply,
 };
 pub(crate) use self::rewind::Rewind;
-use self::timers::{LazyDeadline, Timers};
+use self::timers::{LazyDeadline, Stop, Timers};
 use self::upload::Body;
 pub(super) use self::upstream::Pool;
 use self::upstream::{Downstream, Outgoing};
@@ -89,8 +89,10 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(C, Bytes)> {
     let mut stop_rx = shutdown.clone();
+    let probe = shutdown.clone();
     let stop = stopped(&mut stop_rx);
     tokio::pin!(stop);
+    let stop = Stop::new(stop, probe);
     let now = Instant::now();
     let mut c = Client {
         io,

@@ -78,7 +78,7 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
                     false => Read::Bad(ProxyError::HeadTimeout(HEADER_TIMEOUT)),
                 };
             }
-            _ = t.stop.as_mut(), if idle && !t.stopping => {
+            () = t.stop.wait(), if idle && !t.stopping => {
                 t.stopping = true;
                 deadline = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE);
                 continue;
