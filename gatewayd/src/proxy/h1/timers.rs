@@ -118,6 +118,7 @@ impl LazyDeadline {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::Duration;
 
