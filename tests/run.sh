@@ -24,6 +24,9 @@ if ! command -v openssl >/dev/null || ! command -v curl >/dev/null \
   || ! curl --version | grep -q HTTP2; then
   apt-get update -qq && apt-get install -y -qq openssl curl
 fi
+echo "== haproxy (the L4 balancer sending PROXY v2 in front of a TLS listener)"
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] \
+  || { apt-get update -qq && apt-get install -y -qq haproxy; }
 echo "== prometheus and promtool (the metrics, alert rules and dashboard cases run them)"
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus

@@ -17,7 +17,7 @@ use crate::events::Events;
 use crate::metrics::Registry;
 use crate::policy::PolicyRegistry;
 use crate::proxy::{
-    bind_listener, run_worker, ConnCap, ListenerMode, Upstreams, Worker, WorkerSet,
+    bind_listener, run_worker, ConnCap, ListenerMode, Listening, Upstreams, Worker, WorkerSet,
 };
 use crate::snapshot::{EndpointStatsRegistry, Inputs, Snapshot, SnapshotHandle};
 use crate::weights::{rfc3339, WeightStore, WeightsError};
@@ -605,7 +605,7 @@ impl App {
             .map(|p| (p, crate::handover::Offer::default()));
         // Bind the first socket of each listener, then the others on the port it got (port 0
         // resolves once), so every worker shares one address through SO_REUSEPORT.
-        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, Listening)>> =
             (0..workers_n).map(|_| Vec::new()).collect();
         let mut listen_addrs = Vec::new();
         let mut tls = Vec::new();
@@ -620,7 +620,10 @@ impl App {
                     })?;
                     let certs = Arc::new(certs);
                     tls.push(certs.clone());
-                    ListenerMode::Tls(certs.terminator())
+                    match l.proxy_protocol {
+                        true => ListenerMode::ProxyProtocolTls(certs.terminator()),
+                        false => ListenerMode::Tls(certs.terminator()),
+                    }
                 }
                 None if l.redirect_https => ListenerMode::RedirectHttps,
                 None if l.proxy_protocol => ListenerMode::ProxyProtocol,
@@ -644,15 +647,20 @@ impl App {
             // A worker may get several sockets of one listener (a predecessor with more
             // workers): none of their queued connections is lost.
             // One cap for the listener, shared by every worker's socket of it.
-            let cap = ConnCap::new(l.max_connections);
+            let spec = Listening {
+                mode,
+                cap: ConnCap::new(l.max_connections),
+                timeouts: l.timeouts,
+            };
             for (i, s) in sockets.sockets.into_iter().enumerate() {
-                per_worker[i % workers_n].push((s, mode.clone(), cap.clone()));
+                per_worker[i % workers_n].push((s, spec.clone()));
             }
-            let kind = match mode {
+            let kind = match spec.mode {
                 ListenerMode::Plain => "http",
                 ListenerMode::Tls(_) => "https",
                 ListenerMode::RedirectHttps => "redirect-https",
                 ListenerMode::ProxyProtocol => "http+proxy-protocol",
+                ListenerMode::ProxyProtocolTls(_) => "https+proxy-protocol",
             };
             tracing::info!(listener = %l.name, %addr, kind, workers = workers_n, inherited = sockets.inherited, "listening");
             listen_addrs.push(addr);

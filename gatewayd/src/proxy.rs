@@ -18,6 +18,7 @@ mod h1;
 mod h2guard;
 mod handle;
 mod headers;
+mod idle;
 pub mod proxy_protocol;
 mod redirect;
 mod request_body;
@@ -35,7 +36,7 @@ pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
 pub use handle::handle;
 pub use request_body::{BodyWatch, RequestBody};
 pub use retry::{RetryBudget, RetryReason};
-pub use server::{bind_listener, run_worker, ConnCap, ListenerMode, WorkerSet};
+pub use server::{bind_listener, run_worker, ConnCap, ListenerMode, Listening, WorkerSet};
 pub use worker::{stopped, with_rng, ConnInfo, Worker};
 
 /// The HTTP/1.1 engine's head parsing and writing, for the criterion benches

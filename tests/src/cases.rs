@@ -27,6 +27,7 @@ mod cases {
     pub mod retries;
     pub mod routing;
     pub mod support;
+    pub mod timeouts;
     pub mod tls;
     pub mod tls_scan;
     pub mod upgrade;

@@ -48,6 +48,11 @@ pub const LOG_LEVEL: &str = "info";
 /// A TLS handshake not finished within this is dropped (`listeners.tls.handshake_timeout`).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A request head must end within this once its first byte came (`listeners[].header_timeout`).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle client connections are closed after this (`listeners[].keepalive_timeout`).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Open client connections a listener holds at most (`listeners[].max_connections`): far above
 /// what one gateway serves well, far below what exhausts its file descriptors (the systemd unit
 /// sets LimitNOFILE=1048576); tune it to the fleet.

@@ -115,6 +115,8 @@ pub(super) struct ListenerFile {
     pub redirect_https: Option<Spanned<bool>>,
     pub proxy_protocol: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

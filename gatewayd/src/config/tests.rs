@@ -80,6 +80,7 @@ fn docs_example_parses_with_every_value() {
             redirect_https: false,
             proxy_protocol: false,
             max_connections: LISTENER_MAX_CONNECTIONS,
+            timeouts: ClientTimeouts::default(),
         }]
     );
     assert_eq!(c.admin.addr, addr("127.0.0.1:9901"));
@@ -198,6 +199,7 @@ fn defaults_are_applied_to_a_minimal_file() {
             redirect_https: false,
             proxy_protocol: false,
             max_connections: LISTENER_MAX_CONNECTIONS,
+            timeouts: ClientTimeouts::default(),
         }]
     );
     assert_eq!(c.admin.addr, addr(ADMIN));
@@ -249,6 +251,9 @@ fn documented_default_values_hold() {
     assert_eq!(DRAIN_TIMEOUT, Duration::from_secs(30));
     assert_eq!(RETRIES, 1);
     assert_eq!(CONNECT_TIMEOUT, Duration::from_secs(2));
+    assert_eq!(HEADER_TIMEOUT, Duration::from_secs(10));
+    assert_eq!(KEEPALIVE_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(TLS_HANDSHAKE_TIMEOUT, Duration::from_secs(10));
     assert_eq!(
         (REQUEST_ID, FORWARDED_HEADERS, LATENCY_HISTOGRAMS),
         (true, true, true)
@@ -1019,6 +1024,52 @@ backends = [{ name = "blue", weight = 1 }]
     assert_eq!(u.server_name.as_deref(), Some("blue.internal"));
     assert_eq!(u.ca_file, Some(PathBuf::from("ca.pem")));
     assert!(!u.insecure_skip_verify);
+}
+
+#[test]
+fn listener_timeouts_and_proxy_protocol_before_tls() {
+    let src = r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+proxy_protocol = true
+header_timeout = "2s"
+keepalive_timeout = "1m"
+[listeners.tls]
+certificates = [{ cert = "api.pem", key = "api.key" }]
+handshake_timeout = "3s"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[services.blue]
+endpoints = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "api"
+backends = [{ name = "blue", weight = 1 }]
+"#;
+    let c = parse(src);
+    let l = &c.listeners[0];
+    assert!(l.proxy_protocol && l.tls.is_some());
+    assert_eq!(
+        l.timeouts,
+        ClientTimeouts {
+            header: Duration::from_secs(2),
+            keepalive: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(
+        l.tls.as_ref().unwrap().handshake_timeout,
+        Duration::from_secs(3)
+    );
+    assert_eq!(c.listeners[1].timeouts, ClientTimeouts::default());
+    let bad = src.replace("\"1m\"", "\"never\"");
+    assert_error(
+        &only_error(&bad),
+        6,
+        "listeners[0].keepalive_timeout",
+        "is not a duration",
+    );
 }
 
 #[test]

@@ -213,11 +213,37 @@ pub struct ListenerConfig {
     /// `https://` instead of proxying (never set together with `tls`).
     pub redirect_https: bool,
     /// Every connection starts with a PROXY protocol (v1 or v2) header naming the client, sent
-    /// by an L4 balancer in front; one without it is closed (cleartext listeners only, for now).
+    /// by an L4 balancer in front; one without it is closed. On a TLS listener the header
+    /// comes first, then the handshake.
     pub proxy_protocol: bool,
     /// Open client connections this listener holds at most, across every worker; a connection
     /// beyond it is closed as soon as it is accepted (and counted).
     pub max_connections: usize,
+    /// How long its clients may stay idle or take to send a request head.
+    pub timeouts: ClientTimeouts,
+}
+
+/// A listener's client timeouts (`header_timeout`, `keepalive_timeout`), copied into each
+/// connection once when it is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head started must end within this (slowloris: the client is cut off with a
+    /// 408). On a `proxy_protocol` cleartext listener the PROXY header must arrive within it
+    /// too.
+    pub header: Duration,
+    /// An idle connection (a new one before its first byte, a kept-alive one between requests,
+    /// an HTTP/2 one with no stream open) is closed after this. A request head must also end
+    /// within this of the connection's last activity.
+    pub keepalive: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        Self {
+            header: super::defaults::HEADER_TIMEOUT,
+            keepalive: super::defaults::KEEPALIVE_TIMEOUT,
+        }
+    }
 }
 
 /// Oldest TLS version a listener accepts (nothing older than 1.2 is ever offered).

@@ -315,11 +315,11 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             None => false,
         };
         let proxy_protocol = match &l.proxy_protocol {
-            Some(p) if *p.get_ref() && (l.tls.is_some() || redirect_https) => {
+            Some(p) if *p.get_ref() && redirect_https => {
                 cx.err(
                     p.span(),
                     format!("listeners[{i}].proxy_protocol"),
-                    "a PROXY header before TLS or on a redirect listener is not implemented yet",
+                    "a PROXY header on a redirect listener is not implemented yet",
                 );
                 false
             }
@@ -331,6 +331,18 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
             .as_ref()
             .and_then(|v| cx.int(v, &format!("listeners[{i}].max_connections"), 1, 10_000_000))
             .unwrap_or(d::LISTENER_MAX_CONNECTIONS);
+        let timeouts = ClientTimeouts {
+            header: cx.duration(
+                &l.header_timeout,
+                &format!("listeners[{i}].header_timeout"),
+                d::HEADER_TIMEOUT,
+            ),
+            keepalive: cx.duration(
+                &l.keepalive_timeout,
+                &format!("listeners[{i}].keepalive_timeout"),
+                d::KEEPALIVE_TIMEOUT,
+            ),
+        };
         if let Some(addr) = socket_addr(cx, &l.address, &field) {
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
                 cx.err(l.address.span(), field, format!("{addr} is listed twice"));
@@ -342,6 +354,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 redirect_https,
                 proxy_protocol,
                 max_connections,
+                timeouts,
             });
         }
     }
@@ -354,6 +367,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 redirect_https: false,
                 proxy_protocol: false,
                 max_connections: d::LISTENER_MAX_CONNECTIONS,
+                timeouts: ClientTimeouts::default(),
             });
         }
     }

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use self::duplex::Uploaded;
 use self::head::{Field, Framing, RequestHead};
-use self::read::{read_request, whole_body, Read, HEAD_BUF, HEAD_TIMEOUT};
+use self::read::{read_request, whole_body, Read, HEAD_BUF};
 use self::respond::{
     add_fields, answer, error_reply, forward_body, linger, response_head, switch_protocols,
     write_synthetic, Cut, Forwarded, Next, Reply,
@@ -48,7 +48,7 @@ use super::attempts::attempts;
 use super::error::{ClientFault, ProxyError};
 use super::exchange::{policy_answer, Exchange};
 use super::worker::{stopped, with_rng, ConnInfo, Worker};
-use crate::config::UpstreamProtocol;
+use crate::config::{ClientTimeouts, UpstreamProtocol};
 use crate::policy::{Gate, RequestView, UpstreamEdits};
 
 /// Per-connection scratch buffers, reused by every request on it.
@@ -80,11 +80,11 @@ struct Asked {
     upgrade: bool,
 }
 
-/// Serves one client connection. Returns the socket (with the bytes already read from it) when
-/// the rest belongs to hyper.
+/// Serves one client connection under its listener's timeouts. Returns the socket (with the
+/// bytes already read from it) when the rest belongs to hyper.
 pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     io: C,
-    info: &ConnInfo,
+    (info, limits): (&ConnInfo, ClientTimeouts),
     w: &Worker,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(C, Bytes)> {
@@ -99,9 +99,10 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
         buf: BytesMut::with_capacity(HEAD_BUF),
         s: Scratch::default(),
         t: Timers {
-            idle: LazyDeadline::new(now + HEAD_TIMEOUT),
-            route: LazyDeadline::new(now + HEAD_TIMEOUT),
+            idle: LazyDeadline::new(now + limits.keepalive),
+            route: LazyDeadline::new(now + limits.keepalive),
             last: now,
+            limits,
             stop,
             stopping: false,
         },

@@ -3,7 +3,6 @@
 //! path and query on `https://`. Off the fast path, so hyper's HTTP/1 server serves it.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -15,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::worker::{stopped, Worker};
+use crate::config::ClientTimeouts;
 
 /// The `Location` for `req`, or `None` when it names no usable host.
 pub(crate) fn location<B>(req: &Request<B>) -> Option<String> {
@@ -49,7 +49,14 @@ fn answer<B>(req: &Request<B>) -> Response<Full<Bytes>> {
 }
 
 /// Serves one connection of a redirect listener until the client leaves or the worker stops.
-pub(crate) async fn serve(stream: TcpStream, w: &Worker, mut shutdown: watch::Receiver<bool>) {
+/// Each head, waiting for it included, must come within the listener's header timeout (its
+/// clients make one request and move to https: an idle one is not kept).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    limits: ClientTimeouts,
+    w: &Worker,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let metrics = w.metrics.clone();
     let id = w.id;
     let svc = service_fn(move |req: Request<Incoming>| {
@@ -62,7 +69,7 @@ pub(crate) async fn serve(stream: TcpStream, w: &Worker, mut shutdown: watch::Re
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(limits.header.min(limits.keepalive))
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let r = tokio::select! {

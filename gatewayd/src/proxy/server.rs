@@ -18,7 +18,9 @@ use super::error::ClientFault;
 use super::h1::Rewind;
 use super::h2guard::H2Guard;
 use super::handle::handle;
+use super::idle::{Activity, Tracked};
 use super::worker::{stopped, ConnInfo, Worker};
+use crate::config::ClientTimeouts;
 use crate::tls::{Alpn, Terminator};
 
 /// What a listener does with the connections it accepts.
@@ -33,6 +35,21 @@ pub enum ListenerMode {
     RedirectHttps,
     /// Cleartext after a PROXY protocol header naming the client (an L4 balancer in front).
     ProxyProtocol,
+    /// A PROXY protocol header, then TLS: the header and the handshake together within the
+    /// handshake timeout.
+    ProxyProtocolTls(Terminator),
+}
+
+/// What a worker needs to serve one listener's sockets: what it speaks, its connection cap
+/// (shared by every worker) and its clients' timeouts.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// What the listener does with a connection.
+    pub mode: ListenerMode,
+    /// Its open-connection cap, across every worker.
+    pub cap: Arc<ConnCap>,
+    /// Header and keep-alive timeouts, copied into each connection at accept.
+    pub timeouts: ClientTimeouts,
 }
 
 /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT, so every worker (and a new
@@ -70,7 +87,7 @@ impl WorkerSet {
 /// Runs one worker until `shutdown` turns true, then drains for at most `drain`.
 pub fn run_worker(
     worker: Worker,
-    listeners: Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>,
+    listeners: Vec<(std::net::TcpListener, Listening)>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -92,13 +109,13 @@ pub fn run_worker(
 
 async fn worker_main(
     worker: Worker,
-    listeners: Vec<(std::net::TcpListener, ListenerMode, Arc<ConnCap>)>,
+    listeners: Vec<(std::net::TcpListener, Listening)>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let worker = Arc::new(worker);
     let mut accept_tasks = Vec::new();
-    for (l, mode, cap) in listeners {
+    for (l, spec) in listeners {
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -108,7 +125,7 @@ async fn worker_main(
         };
         accept_tasks.push(tokio::spawn(accept_loop(
             listener,
-            (mode, cap),
+            spec,
             worker.clone(),
             shutdown.clone(),
             drain,
@@ -208,7 +225,11 @@ impl Tracker {
 /// Accepts until shutdown, then closes the socket and drains this listener's connections.
 async fn accept_loop(
     listener: TcpListener,
-    (mode, cap): (ListenerMode, Arc<ConnCap>),
+    Listening {
+        mode,
+        cap,
+        timeouts,
+    }: Listening,
     worker: Arc<Worker>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -256,9 +277,9 @@ async fn accept_loop(
                         tls: false,
                     };
                     if let Some((io, pre)) =
-                        super::h1::serve(stream, &info, &w, &mut shutdown).await
+                        super::h1::serve(stream, (&info, timeouts), &w, &mut shutdown).await
                     {
-                        serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+                        serve_hyper(Rewind::new(pre, io), (info, timeouts), w, shutdown).await;
                     }
                     drop(live);
                 });
@@ -266,42 +287,46 @@ async fn accept_loop(
             ListenerMode::Tls(t) => {
                 let t = t.clone();
                 tokio::spawn(async move {
+                    let since = tokio::time::Instant::now();
                     let info = ConnInfo {
                         peer,
                         local,
                         tls: true,
                     };
-                    // Not cut short by a stop: a client whose connection was accepted just
-                    // before it gets its answer (the handshake has its own deadline).
-                    let accepted = t.accept(stream).await;
-                    match accepted {
-                        Some((io, Alpn::H2)) => serve_hyper(io, info, w, shutdown).await,
-                        Some((io, Alpn::Http1)) => {
-                            if let Some((io, pre)) =
-                                super::h1::serve(io, &info, &w, &mut shutdown).await
-                            {
-                                serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
-                            }
-                        }
-                        None => {}
-                    }
+                    serve_tls(&t, stream, since, (info, timeouts), w, shutdown).await;
                     drop(live);
                 });
             }
             ListenerMode::RedirectHttps => {
                 tokio::spawn(async move {
-                    super::redirect::serve(stream, &w, shutdown).await;
+                    super::redirect::serve(stream, timeouts, &w, shutdown).await;
                     drop(live);
                 });
             }
             ListenerMode::ProxyProtocol => {
                 tokio::spawn(async move {
-                    if let Some((io, info)) = proxy_header(stream, peer, local, &w).await {
+                    let deadline = tokio::time::Instant::now() + timeouts.header;
+                    let conn = (peer, local, false);
+                    if let Some((io, info)) = proxy_header(stream, conn, deadline, &w).await {
                         if let Some((io, pre)) =
-                            super::h1::serve(io, &info, &w, &mut shutdown).await
+                            super::h1::serve(io, (&info, timeouts), &w, &mut shutdown).await
                         {
-                            serve_hyper(Rewind::new(pre, io), info, w, shutdown).await;
+                            serve_hyper(Rewind::new(pre, io), (info, timeouts), w, shutdown).await;
                         }
+                    }
+                    drop(live);
+                });
+            }
+            ListenerMode::ProxyProtocolTls(t) => {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    // The balancer's header counts against the handshake timeout: a connection
+                    // that sends nothing is dropped as a stalled handshake is.
+                    let since = tokio::time::Instant::now();
+                    let deadline = since + t.handshake_timeout();
+                    let conn = (peer, local, true);
+                    if let Some((io, info)) = proxy_header(stream, conn, deadline, &w).await {
+                        serve_tls(&t, io, since, (info, timeouts), w, shutdown).await;
                     }
                     drop(live);
                 });
@@ -320,18 +345,51 @@ async fn accept_loop(
     }
 }
 
+/// The TLS handshake (begun at `since`, bounded by the handshake timeout from then), then the
+/// connection by ALPN: `h2` to hyper, `http/1.1` (or none) to the own engine.
+async fn serve_tls<I>(
+    t: &Terminator,
+    io: I,
+    since: tokio::time::Instant,
+    (info, limits): (ConnInfo, ClientTimeouts),
+    w: Arc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Not cut short by a stop: a client whose connection was accepted just before it gets its
+    // answer (the handshake has its own deadline).
+    match t.accept(io, info.peer, since).await {
+        Some((io, Alpn::H2)) => serve_hyper(io, (info, limits), w, shutdown).await,
+        Some((io, Alpn::Http1)) => {
+            if let Some((io, pre)) = super::h1::serve(io, (&info, limits), &w, &mut shutdown).await
+            {
+                serve_hyper(Rewind::new(pre, io), (info, limits), w, shutdown).await;
+            }
+        }
+        None => {}
+    }
+}
+
 /// Serves a connection with hyper (HTTP/2 clients, HTTP/1 requests for HTTP/2 upstreams), with
-/// a graceful shutdown when the worker stops.
-async fn serve_hyper<I>(io: I, info: ConnInfo, w: Arc<Worker>, mut shutdown: watch::Receiver<bool>)
-where
+/// a graceful shutdown when the worker stops or the connection has been idle (no request open)
+/// for the keep-alive timeout.
+async fn serve_hyper<I>(
+    io: I,
+    (info, limits): (ConnInfo, ClientTimeouts),
+    w: Arc<Worker>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's HTTP/1 header timer runs from the moment it waits for a head, idle time
+    // included: it bounds both, so it is the keep-alive timeout here.
     builder
         .http1()
         .keep_alive(true)
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.keepalive);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -341,8 +399,11 @@ where
         // nginx (128) and HAProxy (100) allow.
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     let metrics = w.metrics.clone();
+    let activity = Activity::new();
+    let requests = activity.clone();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let w = w.clone();
+        let busy = requests.busy();
         async move {
             if let Some(why) = malformed_h2(&req) {
                 // RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR
@@ -352,7 +413,9 @@ where
                 w.metrics.count_client_fault(ClientFault::Malformed);
                 return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
             }
-            Ok(handle(req, &w, &info).await)
+            Ok(handle(req, &w, &info)
+                .await
+                .map(|body| Tracked::new(body, busy)))
         }
     });
     let violated = Arc::new(AtomicBool::new(false));
@@ -365,6 +428,14 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = activity.idle_for(limits.keepalive) => {
+            tracing::debug!(client = %info.peer, "idle connection closed");
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopped(&mut shutdown) => conn.await,
+            }
+        }
     };
     if let Err(e) = &r {
         // Upstream failures end requests, not this connection: an error here is the client's
@@ -376,17 +447,14 @@ where
     }
 }
 
-/// How long a balancer may take to send its PROXY header.
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Reads the PROXY protocol header a connection starts with: the client it names (the peer for
-/// `LOCAL` / `UNKNOWN`) and the stream with what followed the header put back. A connection
-/// without a valid header within the timeout is closed and counted as the client's protocol
-/// error.
+/// Reads the PROXY protocol header a connection (to `local` from `peer`, TLS next or not)
+/// starts with: the client it names (the peer for `LOCAL` / `UNKNOWN`) and the stream with what
+/// followed the header put back. A connection without a valid header by `deadline` is closed
+/// and counted as the client's protocol error.
 async fn proxy_header(
     mut stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local, tls): (SocketAddr, SocketAddr, bool),
+    deadline: tokio::time::Instant,
     w: &Worker,
 ) -> Option<(Rewind<tokio::net::TcpStream>, ConnInfo)> {
     use super::proxy_protocol::{parse, Source};
@@ -406,7 +474,7 @@ async fn proxy_header(
             }
         }
     };
-    let found = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read)
+    let found = tokio::time::timeout_at(deadline, read)
         .await
         .unwrap_or_else(|_| Err("no PROXY header in time".to_string()));
     match found {
@@ -419,7 +487,7 @@ async fn proxy_header(
             let info = ConnInfo {
                 peer: client,
                 local,
-                tls: false,
+                tls,
             };
             Some((Rewind::new(rest, stream), info))
         }

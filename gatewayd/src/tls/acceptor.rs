@@ -2,6 +2,7 @@
 //! the certificate has expired or the key is not its key), the listener's rustls
 //! `ServerConfig`, and the accept step with its handshake timeout.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerSessionMemoryCache;
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -165,11 +167,23 @@ impl Terminator {
         }
     }
 
-    /// Runs the server side of a handshake. `None` when it failed or took longer than the
-    /// handshake timeout (the connection is dropped; the reason is logged at debug level).
-    pub async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, Alpn)> {
-        let peer = tcp.peer_addr().ok();
-        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+    /// How long a handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Runs the server side of a handshake with `peer` over `io` (a TCP stream, or one after a
+    /// PROXY header), begun at `since`. `None` when it failed or did not finish within the
+    /// handshake timeout of `since` (the connection is dropped; the reason is logged at debug
+    /// level).
+    pub async fn accept<I: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        since: Instant,
+    ) -> Option<(TlsStream<I>, Alpn)> {
+        let deadline = since + self.handshake_timeout;
+        match tokio::time::timeout_at(deadline, self.acceptor.accept(io)).await {
             Ok(Ok(s)) => {
                 let alpn = match s.get_ref().1.alpn_protocol() {
                     Some(b"h2") => Alpn::H2,
@@ -178,11 +192,11 @@ impl Terminator {
                 Some((s, alpn))
             }
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, client = ?peer, "TLS handshake failed");
+                tracing::debug!(error = %e, client = %peer, "TLS handshake failed");
                 None
             }
             Err(_) => {
-                tracing::debug!(client = ?peer, timeout = ?self.handshake_timeout, "TLS handshake timed out");
+                tracing::debug!(client = %peer, timeout = ?self.handshake_timeout, "TLS handshake timed out");
                 None
             }
         }

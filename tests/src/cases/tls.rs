@@ -558,3 +558,82 @@ async fn upstream_tls_verifies_the_name_and_presents_the_client_certificate() {
     assert_eq!((status, version.as_str()), (200, "2"), "{body}");
     assert!(body.contains("tls-origin"), "{body}");
 }
+
+/// HAProxy (a real L4 balancer, `send-proxy-v2`) in front of a `proxy_protocol` TLS listener,
+/// curl as the client from its own loopback address: the PROXY header comes first, then the
+/// TLS handshake, and the upstream sees the client's address (not HAProxy's) in
+/// `X-Forwarded-For`. A client without the header is closed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_behind_an_l4_balancer_reads_the_proxy_header_first() {
+    let s = setup(&[("api", "api.example.com", 0x01)]).await;
+    let body = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nname = \"tls\"\nproxy_protocol = true\n[listeners.tls]\n{API}\nhandshake_timeout = \"5s\"\n\n[services.web]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"all\"\nbackends = [{{ name = \"web\", weight = 1 }}]\n",
+        s.origin.addr
+    );
+    std::fs::write(
+        s.dir().join("gatewayd.toml"),
+        format!("{}{body}", preamble(2)),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(s.dir()).unwrap();
+    let backend = tls_addr(&gw);
+    // An ephemeral port for HAProxy's frontend (released just before HAProxy binds it).
+    let front: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = format!(
+        "global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind {front}\n  default_backend be\nbackend be\n  server gw {backend} send-proxy-v2\n"
+    );
+    let cfg_file = s.dir().join("haproxy.cfg");
+    std::fs::write(&cfg_file, cfg).unwrap();
+    let exe = match Path::new("/usr/sbin/haproxy").exists() {
+        true => "/usr/sbin/haproxy",
+        false => "haproxy",
+    };
+    let haproxy = Command::new(exe)
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (tests/run.sh installs it)");
+    // Killed by its PID however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _haproxy = Kill(haproxy);
+    eventually("HAProxy to listen", || async {
+        tokio::net::TcpStream::connect(front).await.ok()
+    })
+    .await;
+    let ca = s.pki.ca();
+    let (status, _, body) = blocking(move || {
+        curl_https(
+            front,
+            "api.example.com",
+            "/pp",
+            &ca,
+            &["--interface", "127.0.0.7"],
+        )
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.7", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{v}");
+    // Straight to the listener, no PROXY header: closed before any handshake, and counted.
+    let h = handshake(backend, Some("api.example.com")).await;
+    assert!(!h.ok, "{}", h.transcript);
+    let http = reqwest::Client::new();
+    let m = metrics(&gw, &http).await;
+    assert!(
+        m.contains("meshgate_client_errors_total{kind=\"protocol_error\"} 1"),
+        "{m}"
+    );
+}

@@ -1,5 +1,5 @@
-//! Reading the client's request: its head (or the HTTP/2 preface) within the head and keep-alive
-//! timeouts, and whether its whole body is in the buffer already.
+//! Reading the client's request: its head (or the HTTP/2 preface) within the listener's header
+//! and keep-alive timeouts, and whether its whole body is in the buffer already.
 
 use std::time::Duration;
 
@@ -19,11 +19,6 @@ const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// A client connection's read buffer: most heads fit, and an idle keep-alive connection holds no
 /// more (it grows for larger heads and for bodies).
 pub(super) const HEAD_BUF: usize = 4 * 1024;
-/// How long an idle keep-alive connection is kept (and a new one waits for its first byte).
-pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send the rest of a request head once its first byte came: a
-/// client trickling its head (slowloris) is cut off with a 408.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -43,7 +38,8 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
     t: &mut Timers<'_, S>,
     first: bool,
 ) -> Read {
-    let mut deadline = t.last + HEAD_TIMEOUT;
+    // An idle connection (a new one before its first byte) is kept for the keep-alive timeout.
+    let mut deadline = t.last + t.limits.keepalive;
     let mut head_started = false;
     loop {
         if first && PREFACE.starts_with(&buf[..buf.len().min(PREFACE.len())]) {
@@ -64,10 +60,11 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
         // mid-head it waits.
         let idle = buf.is_empty();
         if !idle && !head_started {
-            // A head that takes more than one read: from now on it has HEADER_TIMEOUT to end
-            // (a clock read only for such heads).
+            // A head that takes more than one read: from now on it has the header timeout to
+            // end, so a client trickling its head (slowloris) is cut off with a 408 (a clock
+            // read only for such heads).
             head_started = true;
-            deadline = deadline.min(tokio::time::Instant::now() + HEADER_TIMEOUT);
+            deadline = deadline.min(tokio::time::Instant::now() + t.limits.header);
         }
         let r = tokio::select! {
             biased;
@@ -75,7 +72,7 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
             () = t.idle.until(deadline) => {
                 return match idle {
                     true => Read::Closed,
-                    false => Read::Bad(ProxyError::HeadTimeout(HEADER_TIMEOUT)),
+                    false => Read::Bad(ProxyError::HeadTimeout(t.limits.header)),
                 };
             }
             () = t.stop.wait(), if idle && !t.stopping => {

@@ -3,6 +3,8 @@
 
 use tokio::time::Instant;
 
+use crate::config::ClientTimeouts;
+
 /// A deadline that costs no timer-wheel insert and remove per request: moving it later is free
 /// until the timer armed for an earlier deadline fires, which then re-arms once. A connection
 /// with back-to-back requests touches the timer wheel about once per timeout period.
@@ -22,6 +24,8 @@ pub(super) struct Timers<'a, S> {
     pub(super) route: LazyDeadline,
     /// When the connection was last busy (a request started or a response ended).
     pub(super) last: Instant,
+    /// The listener's header and keep-alive timeouts (copied at accept).
+    pub(super) limits: ClientTimeouts,
     /// Resolves when the worker stops.
     pub(super) stop: Stop<'a, S>,
     /// `stop` has resolved (it must not be polled again): the connection is draining.
