@@ -136,11 +136,15 @@ def test_listener_tls_and_policies_render_and_a_new_listener_is_handed_over(site
 gatewayd_listeners:
   - name: public
     address: "127.0.0.1:{site.ports['gw1']['proxy']}"
+    max_connections: 500
+    header_timeout: 5s
+    keepalive_timeout: 45s
   - name: secure
     address: "127.0.0.1:{tls_port}"
     tls:
       certificates: [{{cert: "{cert}", key: "{key}"}}]
       min_version: "1.2"
+      handshake_timeout: 3s
 gatewayd_policies:
   - name: one-a-minute
     kind: rate_limit
@@ -157,6 +161,9 @@ gatewayd_routes:
     assert "Hand gatewayd over to the new version with its init script" in out, out[-3000:]
     text = (site.root / "gw1" / "etc" / "meshgate" / "gatewayd.toml").read_text()
     assert "[listeners.tls]" in text and '[policies."one-a-minute"]' in text, text
+    for line in ("max_connections = 500", 'header_timeout = "5s"', 'keepalive_timeout = "45s"',
+                 'handshake_timeout = "3s"'):
+        assert line in text, text
     assert site.pid("gw1") != pid
     https = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", str(cert), "--resolve",
                             f"api.test:{tls_port}:127.0.0.1", f"https://api.test:{tls_port}/"],
