@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
             new_request_id: None,
             local: "127.0.0.1:80".parse().unwrap(),
             edits: None,
+            trace: None,
         };
         let defaults = Additions {
             forwarded_for: Some("192.0.2.7".parse().unwrap()),

@@ -519,6 +519,8 @@ fn restart_required(a: &Config, b: &Config) -> Vec<String> {
             a.gateway.handover_socket != b.gateway.handover_socket,
         ),
         ("log", a.log != b.log),
+        // Workers hold the tracer (sampler and export queue) from their start.
+        ("tracing", a.tracing != b.tracing),
         // The Consul client is built once; services' `consul = {…}` entries do reload live.
         ("consul", a.consul != b.consul),
     ];
@@ -708,7 +710,13 @@ impl App {
             })?;
         let drain = config.gateway.drain_timeout;
         let sample = config.log.access_log_sample;
+        let tracing_cfg = config.tracing.clone();
         let control = Control::new(config, config_path, token);
+        // One tracer for every worker: the sampler, and the export queue of the exporter it
+        // spawns on this (the control) runtime.
+        let tracer = tracing_cfg
+            .as_ref()
+            .map(|t| crate::telemetry::Tracer::start(t, control.metrics.clone()));
         let _ = control.tls.set(tls.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         {
@@ -729,6 +737,7 @@ impl App {
                 metrics: control.metrics.clone(),
                 upstreams: Upstreams::default(),
                 access_log_sample: sample,
+                tracer: tracer.clone(),
             };
             threads.push(
                 run_worker(w, listeners, shutdown_rx.clone(), drain).map_err(StartError::Worker)?,

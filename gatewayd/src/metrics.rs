@@ -195,8 +195,23 @@ pub struct Registry {
     pub connections_accepted: AtomicU64,
     /// Client connections closed at once because their listener held `max_connections`.
     pub connections_refused: AtomicU64,
+    /// Span export (`[tracing] otlp_endpoint`).
+    pub spans: SpanCounters,
     /// Process start, for uptime.
     pub started: SystemTime,
+}
+
+/// What became of the spans the gateway recorded for export.
+#[derive(Debug, Default)]
+pub struct SpanCounters {
+    /// Spans the collector accepted.
+    pub exported: AtomicU64,
+    /// Spans dropped because the export queue was full (the collector slow or down).
+    pub dropped_queue_full: AtomicU64,
+    /// Spans dropped with a batch the collector refused, or that failed every retry.
+    pub dropped_export_failed: AtomicU64,
+    /// Export requests that failed (each retry counts).
+    pub export_failures: AtomicU64,
 }
 
 impl Registry {
@@ -220,6 +235,7 @@ impl Registry {
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            spans: SpanCounters::default(),
             started: SystemTime::now(),
         }
     }

@@ -24,6 +24,7 @@ mod redirect;
 mod request_body;
 mod retry;
 mod server;
+pub mod trace;
 mod transport;
 mod worker;
 

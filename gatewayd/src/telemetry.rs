@@ -1,7 +1,8 @@
 //! Logging: `tracing` to stdout or rolling files (non-blocking writer), JSON by default. The
 //! access log is the `access` target, sampled in `proxy::finish`; in JSON it is written as
 //! Elastic Common Schema (ECS) documents by [`AccessOrJson`], every other event as tracing's
-//! own JSON.
+//! own JSON. Span export over OTLP/HTTP is `export` (the tracer workers hold) and `otlp` (the
+//! protobuf encoding).
 
 use std::fmt::{self, Write as _};
 
@@ -14,6 +15,12 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat, Rotation};
+
+mod export;
+mod otlp;
+
+pub use export::Tracer;
+pub use otlp::{encode_request, SpanRecord, Value};
 
 /// The `tracing` target of access-log events.
 pub const ACCESS: &str = "access";

@@ -30,5 +30,6 @@ mod cases {
     pub mod timeouts;
     pub mod tls;
     pub mod tls_scan;
+    pub mod tracing;
     pub mod upgrade;
 }

@@ -57,3 +57,16 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// what one gateway serves well, far below what exhausts its file descriptors (the systemd unit
 /// sets LimitNOFILE=1048576); tune it to the fleet.
 pub const LISTENER_MAX_CONNECTIONS: usize = 65_536;
+
+/// `tracing.sample_ratio`: every new trace is sampled.
+pub const TRACE_SAMPLE_RATIO: f64 = 1.0;
+/// `tracing.service_name`.
+pub const TRACE_SERVICE_NAME: &str = "meshgate";
+/// `tracing.batch_size` (OpenTelemetry's batch span processor default).
+pub const TRACE_BATCH_SIZE: usize = 512;
+/// `tracing.batch_interval`.
+pub const TRACE_BATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// `tracing.queue_size` (OpenTelemetry's batch span processor default).
+pub const TRACE_QUEUE_SIZE: usize = 2048;
+/// `tracing.export_timeout`.
+pub const TRACE_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);

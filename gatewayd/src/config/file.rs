@@ -24,6 +24,20 @@ pub(super) struct FileConfig {
     pub consul: Option<Spanned<ConsulFile>>,
     #[serde(default)]
     pub policies: BTreeMap<Spanned<String>, Spanned<PolicyFile>>,
+    pub tracing: Option<Spanned<TracingFile>>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TracingFile {
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub service_name: Option<Spanned<String>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub batch_interval: Option<Spanned<String>>,
+    pub queue_size: Option<Spanned<i64>>,
+    pub export_timeout: Option<Spanned<String>>,
 }
 
 /// One `[policies.NAME]`: the keys of every kind; validation refuses those of another kind.

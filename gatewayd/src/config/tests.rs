@@ -1173,3 +1173,53 @@ fn handover_socket_takes_a_deep_path_but_not_a_long_file_name() {
         "file name of 1 to 64 bytes",
     );
 }
+
+// === [tracing] ===
+
+const ONE_ROUTE: &str = "[services.s]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"r\"\nbackends = [{ name = \"s\", weight = 1 }]\n";
+
+#[test]
+fn tracing_is_off_without_its_table_and_defaults_with_it() {
+    assert_eq!(parse(ONE_ROUTE).tracing, None);
+    let c = parse(&format!("[tracing]\n{ONE_ROUTE}"));
+    let t = c.tracing.unwrap();
+    assert_eq!(t.sample_ratio, TRACE_SAMPLE_RATIO);
+    assert_eq!(t.otlp, None, "no endpoint: trace context only");
+    let c = parse(&format!(
+        "[tracing]\nsample_ratio = 0.25\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n{ONE_ROUTE}"
+    ));
+    let t = c.tracing.unwrap();
+    assert_eq!(t.sample_ratio, 0.25);
+    let o = t.otlp.unwrap();
+    assert_eq!(o.endpoint.to_string(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(o.service_name, TRACE_SERVICE_NAME);
+    assert_eq!(o.batch_size, TRACE_BATCH_SIZE);
+    assert_eq!(o.batch_interval, TRACE_BATCH_INTERVAL);
+    assert_eq!(o.queue_size, TRACE_QUEUE_SIZE);
+    assert_eq!(o.export_timeout, TRACE_EXPORT_TIMEOUT);
+}
+
+#[test]
+fn tracing_mistakes_name_their_key() {
+    let e = only_error(&format!("[tracing]\nsample_ratio = 1.5\n{ONE_ROUTE}"));
+    assert_error(&e, 2, "tracing.sample_ratio", "1.5 is not a fraction");
+    let e = only_error(&format!(
+        "[tracing]\notlp_endpoint = \"127.0.0.1:4318\"\n{ONE_ROUTE}"
+    ));
+    assert_error(
+        &e,
+        2,
+        "tracing.otlp_endpoint",
+        "not an http:// or https:// URL",
+    );
+    let e = only_error(&format!("[tracing]\nbatch_size = 100\n{ONE_ROUTE}"));
+    assert_error(&e, 2, "tracing", "need tracing.otlp_endpoint");
+    let e = only_error(&format!(
+        "[tracing]\notlp_endpoint = \"http://c:4318/v1/traces\"\nbatch_size = 64\nqueue_size = 8\n{ONE_ROUTE}"
+    ));
+    assert_error(&e, 4, "tracing.queue_size", "smaller than batch_size");
+    let e = only_error(&format!(
+        "[tracing]\notlp_endpoint = \"http://c:4318/v1/traces\"\nbatch_interval = \"soon\"\n{ONE_ROUTE}"
+    ));
+    assert_error(&e, 3, "tracing.batch_interval", "not a duration");
+}

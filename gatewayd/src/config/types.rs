@@ -30,6 +30,36 @@ pub struct Config {
     pub consul: Option<ConsulSettings>,
     /// Named request policies (routes refer to them by name).
     pub policies: BTreeMap<String, super::PolicyConfig>,
+    /// W3C trace context and span export (restart to change). `None`: the gateway takes no
+    /// part in traces (a client's `traceparent` passes upstream unchanged).
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Share of new traces (requests without a valid `traceparent`) that are sampled, 0..=1.
+    /// A valid parent's sampled flag is followed instead.
+    pub sample_ratio: f64,
+    /// Span export over OTLP/HTTP (protobuf). `None`: trace context only, nothing exported.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: http::Uri,
+    /// `service.name` of the spans' resource.
+    pub service_name: String,
+    /// Most spans in one export request.
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    pub batch_interval: Duration,
+    /// Spans waiting for export at most; more are dropped (and counted).
+    pub queue_size: usize,
+    /// One export request's time limit.
+    pub export_timeout: Duration,
 }
 
 /// How a Consul health read filters instances.

@@ -18,6 +18,7 @@ use crate::route::PathTemplate;
 
 mod auth;
 mod policies;
+mod trace;
 
 /// Most backends one route may split between.
 pub const MAX_BACKENDS: usize = 64;
@@ -156,6 +157,7 @@ pub(super) fn validate(
         services.insert(name.get_ref().clone(), s);
     }
     let consul = raw.consul.as_ref().map(|c| consul(&mut cx, c));
+    let tracing = raw.tracing.as_ref().map(|t| trace::tracing(&mut cx, t));
     for (name, svc) in &raw.services {
         if let (Some(c), None) = (&svc.get_ref().consul, &consul) {
             cx.err(
@@ -198,6 +200,7 @@ pub(super) fn validate(
             routes,
             consul,
             policies: policy_set,
+            tracing,
         })
     } else {
         cx.errors.sort_by_key(|e| (e.line, e.column));

@@ -105,6 +105,7 @@ pub fn render(reg: &Registry, gauges: &Gauges, policies: &crate::policy::PolicyR
     upstreams(&mut o, &gauges.services, reg.weights_stale.load(Relaxed));
     resilience(&mut o, reg);
     policy(&mut o, policies);
+    spans(&mut o, reg);
     o.0
 }
 
@@ -406,6 +407,46 @@ fn resilience(o: &mut Out, reg: &Registry) {
             reg.client_faults[k.index()].load(Relaxed),
         );
     }
+}
+
+/// Span export (`[tracing] otlp_endpoint`): zeros when it is off.
+fn spans(o: &mut Out, reg: &Registry) {
+    let s = &reg.spans;
+    o.family(
+        "meshgate_trace_spans_exported_total",
+        "counter",
+        "Spans the OTLP collector accepted.",
+    );
+    o.sample(
+        "meshgate_trace_spans_exported_total",
+        &[],
+        s.exported.load(Relaxed),
+    );
+    o.family(
+        "meshgate_trace_spans_dropped_total",
+        "counter",
+        "Spans dropped before export, by reason (queue_full: the collector slow or down; export_failed: refused, or every retry failed).",
+    );
+    for (reason, n) in [
+        ("queue_full", &s.dropped_queue_full),
+        ("export_failed", &s.dropped_export_failed),
+    ] {
+        o.sample(
+            "meshgate_trace_spans_dropped_total",
+            &[("reason", reason)],
+            n.load(Relaxed),
+        );
+    }
+    o.family(
+        "meshgate_trace_export_failures_total",
+        "counter",
+        "OTLP export requests that failed (each retry counts).",
+    );
+    o.sample(
+        "meshgate_trace_export_failures_total",
+        &[],
+        s.export_failures.load(Relaxed),
+    );
 }
 
 fn policy(o: &mut Out, policies: &crate::policy::PolicyRegistry) {

@@ -243,12 +243,19 @@ impl ProxyError {
     }
 }
 
-/// The synthetic response for `err`: JSON `{"error": code, "message": …, "request_id": …}`.
-pub fn respond(err: &ProxyError, request_id: Option<&HeaderValue>) -> Response<ResponseBody> {
+/// The synthetic response for `err`: JSON `{"error": code, "message": …, "request_id": …,
+/// "trace_id": …}` (`null` for an id the gateway does not keep: `gateway.request_id = false`, no
+/// `[tracing]`).
+pub fn respond(
+    err: &ProxyError,
+    request_id: Option<&HeaderValue>,
+    trace_id: Option<&str>,
+) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "error": err.code(),
         "message": err.to_string(),
         "request_id": request_id.and_then(|v| v.to_str().ok()),
+        "trace_id": trace_id,
     });
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
     *resp.status_mut() = err.status();
@@ -274,7 +281,7 @@ mod tests {
     use super::*;
 
     fn check(e: ProxyError, status: u16, code: &str) {
-        let r = respond(&e, None);
+        let r = respond(&e, None, None);
         assert_eq!(r.status().as_u16(), status);
         assert_eq!(r.headers()["x-meshgate-error"], code);
         assert_eq!(r.headers()["content-type"], "application/json");
@@ -427,10 +434,35 @@ mod tests {
 
     #[test]
     fn overload_is_a_fast_503_with_retry_after() {
-        let r = respond(&ProxyError::Overloaded("route r".into()), None);
+        let r = respond(&ProxyError::Overloaded("route r".into()), None, None);
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
         assert_eq!(r.headers()["x-meshgate-error"], "overloaded");
+    }
+
+    #[test]
+    fn the_body_names_the_request_and_trace_ids() {
+        let id = HeaderValue::from_static("req-1");
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let r = respond(
+            &ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+            Some(&id),
+            Some(trace),
+        );
+        let body = match r.body() {
+            ResponseBody::Full(Some(b)) => b.clone(),
+            _ => panic!("not a full body"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["trace_id"], trace);
+        let r = respond(&ProxyError::BadRequest("x"), None, None);
+        let body = match r.body() {
+            ResponseBody::Full(Some(b)) => b.clone(),
+            _ => panic!("not a full body"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["trace_id"].is_null());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::attempts::Call;
 use super::body::ResponseBody;
 use super::error::{respond, ProxyError};
+use super::trace::{Incoming, SpanFacts, Trace, TraceContext};
 use super::worker::{with_rng, ConnInfo, Worker};
 use crate::balance::{any_usable, nanos_at};
 use crate::policy::ResponseHeaders;
@@ -60,6 +61,9 @@ pub(crate) struct Exchange<'a> {
     pub started: bool,
     /// Headers the route's policies put on the answer, whoever makes it.
     pub policy: ResponseHeaders,
+    /// Its trace context (only with `[tracing]`; boxed: a request without one carries a null
+    /// pointer, not the context).
+    pub trace: Option<Box<Trace>>,
     /// What the access log needs, captured only when the log samples requests; taken by the
     /// first [`Exchange::finish`].
     log: Option<LogLine>,
@@ -109,7 +113,49 @@ impl<'a> Exchange<'a> {
             endpoint: None,
             started: false,
             policy: ResponseHeaders::new(),
+            trace: None,
             log: None,
+        }
+    }
+
+    /// Joins the trace the client's `traceparent` values name, or starts one (only with
+    /// `[tracing]`: call it when `self.w.tracer` is set). A sampled request whose spans are
+    /// exported also keeps what its span reports: method, path, `host` (the `Host` field or
+    /// authority, port removed) and the client.
+    pub(crate) fn start_trace<B>(
+        &mut self,
+        incoming: Incoming,
+        req: &Request<B>,
+        host: Option<&[u8]>,
+    ) {
+        let Some(tracer) = self.w.tracer.as_deref() else {
+            return;
+        };
+        let ctx = with_rng(|rng| TraceContext::start(incoming, &tracer.sampler, rng));
+        let span = (ctx.sampled && tracer.exports()).then(|| SpanFacts {
+            start_unix_nanos: super::trace::unix_nanos(std::time::SystemTime::now()),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            server_address: host
+                .or_else(|| req.uri().host().map(str::as_bytes))
+                .map(|h| String::from_utf8_lossy(super::trace::strip_port(h)).into_owned()),
+            client: self.conn.peer,
+            https: self.conn.tls,
+            attempts: 0,
+            error: None,
+        });
+        self.trace = Some(Box::new(Trace { ctx, span }));
+    }
+
+    /// The trace id (32 hex digits) when the request has a trace context.
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        self.trace.as_deref().map(|t| t.ctx.trace_id_hex())
+    }
+
+    /// Notes how many attempts went upstream (the span's `meshgate.retries` is one less).
+    pub(crate) fn attempts(&mut self, n: u32) {
+        if let Some(s) = self.trace.as_deref_mut().and_then(|t| t.span.as_mut()) {
+            s.attempts = n;
         }
     }
 
@@ -187,6 +233,9 @@ impl<'a> Exchange<'a> {
     pub(crate) fn fail(&mut self, e: &ProxyError) {
         tracing::debug!(error = %e, code = e.code(), request_id = ?self.request_id, "gateway error");
         self.w.metrics.count_error(e);
+        if let Some(s) = self.trace.as_deref_mut().and_then(|t| t.span.as_mut()) {
+            s.error = Some(e.code());
+        }
         self.finish(e.status().as_u16());
     }
 
@@ -197,7 +246,8 @@ impl<'a> Exchange<'a> {
         let (w, snap) = (self.w, self.snap);
         let histograms = self.policies().latency_histograms;
         let log = self.log.take();
-        let latency = (histograms || log.is_some()).then(|| {
+        let span = self.trace.as_deref_mut().and_then(|t| t.span.take());
+        let latency = (histograms || log.is_some() || span.is_some()).then(|| {
             self.answered
                 .unwrap_or_else(Instant::now)
                 .saturating_duration_since(self.start)
@@ -223,6 +273,27 @@ impl<'a> Exchange<'a> {
                 self.access_log(status, &l, latency);
             }
         }
+        if let (Some(facts), Some(latency)) = (span, latency) {
+            self.export_span(facts, status, latency);
+        }
+    }
+
+    /// Hands the request's span to the exporter's queue (never waits).
+    fn export_span(&self, f: SpanFacts, status: u16, latency: std::time::Duration) {
+        let (Some(tracer), Some(t)) = (self.w.tracer.as_deref(), self.trace.as_deref()) else {
+            return;
+        };
+        let route = self.route.map(|r| &self.snap.routes[r]);
+        let reached = super::trace::Reached {
+            route: route.map(|r| r.config.name.as_str()),
+            backend: route
+                .zip(self.backend)
+                .map(|(r, b)| r.backends[b].name.as_str()),
+            endpoint: self.endpoint,
+            status,
+            latency,
+        };
+        tracer.submit(f.into_record(&t.ctx, &reached));
     }
 
     /// Writes one access-log event. Its field names are Elastic Common Schema names (the JSON
@@ -256,6 +327,8 @@ impl<'a> Exchange<'a> {
             meshgate.route = route.map(|r| r.config.name.as_str()),
             meshgate.backend = backend,
             meshgate.endpoint = self.endpoint.map(tracing::field::display),
+            trace.id = self.trace_id(),
+            span.id = self.trace.as_deref().map(|t| t.ctx.span_id_hex()),
         );
     }
 }
@@ -265,6 +338,7 @@ impl<'a> Exchange<'a> {
 pub(crate) fn policy_answer(
     a: crate::policy::Answer,
     request_id: Option<&HeaderValue>,
+    trace_id: Option<&str>,
 ) -> http::Response<ResponseBody> {
     let mut resp = match a.code {
         Some(code) => respond(
@@ -273,6 +347,7 @@ pub(crate) fn policy_answer(
                 code,
             },
             request_id,
+            trace_id,
         ),
         None => {
             let body = a.body.map_or_else(ResponseBody::empty, ResponseBody::full);

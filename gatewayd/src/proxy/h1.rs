@@ -47,6 +47,7 @@ use self::upstream::{Downstream, Outgoing};
 use super::attempts::attempts;
 use super::error::{ClientFault, ProxyError};
 use super::exchange::{policy_answer, Exchange};
+use super::trace::Incoming;
 use super::worker::{stopped, with_rng, ConnInfo, Worker};
 use crate::config::{ClientTimeouts, UpstreamProtocol};
 use crate::policy::{Gate, RequestView, UpstreamEdits};
@@ -124,7 +125,13 @@ pub(crate) async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                     .unmatched
                     .shard(w.id)
                     .record(e.status().as_u16(), None);
-                if write_synthetic(&mut c.io, &e, None, Reply::Close, false)
+                // With `[tracing]`, even this answer names a (new) trace.
+                let trace = w.tracer.as_ref().map(|t| {
+                    let incoming = super::trace::Incoming::Absent;
+                    with_rng(|rng| super::trace::TraceContext::start(incoming, &t.sampler, rng))
+                });
+                let ids = (None, trace.as_ref().map(|t| t.trace_id_hex()));
+                if write_synthetic(&mut c.io, &e, ids, Reply::Close, false)
                     .await
                     .is_ok()
                 {
@@ -171,14 +178,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
             upgrade: head.upgrade,
         };
         ex.capture_log(&head.req);
+        if w.tracer.is_some() {
+            let raw = &head.raw[..];
+            let values = self.s.fields.iter().filter(|f| {
+                f.kind == head::Kind::Other && f.name(raw).eq_ignore_ascii_case(b"traceparent")
+            });
+            let incoming = Incoming::from_values(values.map(|f| f.value(raw)));
+            let host = head.host.map(|(o, l)| &raw[o as usize..(o + l) as usize]);
+            ex.start_trace(incoming, &head.req, host);
+        }
         // Every gateway-made error: recorded, then answered with the route's policy headers.
         macro_rules! refuse {
             ($e:expr, $reply:expr) => {{
                 let e = $e;
                 ex.fail(&e);
-                let id = ex.request_id.as_ref();
+                let ids = (ex.request_id.as_ref(), ex.trace_id());
                 let reply = $reply;
-                return error_reply(&mut self.io, &e, id, reply, asked.head_request, &ex.policy)
+                return error_reply(&mut self.io, &e, ids, reply, asked.head_request, &ex.policy)
                     .await;
             }};
         }
@@ -238,7 +254,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                 Gate::Pass(h, e) => (ex.policy, edits) = (h, e),
                 Gate::Answer(a) => {
                     let status = a.status.as_u16();
-                    let resp = policy_answer(a, ex.request_id.as_ref());
+                    let resp = policy_answer(a, ex.request_id.as_ref(), ex.trace_id());
                     ex.finish(status);
                     return answer(&mut self.io, resp, after_error, asked.head_request).await;
                 }
@@ -262,7 +278,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
             route,
             info,
             (pol.forwarded_headers, trusted),
-            (new_request_id.as_ref(), &edits),
+            (
+                new_request_id.as_ref(),
+                &edits,
+                ex.trace.as_deref().map(|t| &t.ctx),
+            ),
         );
         if let Err(e) = written {
             refuse!(e, after_error);
@@ -288,7 +308,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         };
         // A protocol switch takes its upstream connection for good: never from or to the pool.
         let pool = (!asked.upgrade).then(|| w.upstreams.raw());
-        let send = |addr, out, try_timeout| upstream::exchange(pool, addr, out, try_timeout);
+        // Attempts, for the span's retry count.
+        let mut sends = 0u32;
+        let send = |addr, out, try_timeout| {
+            sends += 1;
+            upstream::exchange(pool, addr, out, try_timeout)
+        };
         let deadline = self.t.route.until(start + route.config.timeout);
         let client_slow = || waiting.load(Relaxed);
         let (method, path) = (head.req.method(), head.req.uri().path());
@@ -296,6 +321,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         let sent = attempts(&call, out, send, deadline, client_slow).await;
         let endpoint = call.endpoint();
         ex.endpoint = endpoint;
+        ex.attempts(sends);
         let (up, answered) = match sent {
             Ok(x) => x,
             Err(e) => refuse!(e, Reply::Close),

@@ -13,6 +13,7 @@ use super::error::{respond, ClientFault, Fault, ProxyError};
 use super::exchange::{policy_answer, Exchange, Policies};
 use super::headers;
 use super::request_body::{BodyWatch, RequestBody};
+use super::trace;
 use super::worker::{with_rng, ConnInfo, Worker};
 use crate::config::{PathMatch, UpstreamProtocol};
 use crate::metrics::Registry;
@@ -34,6 +35,15 @@ pub async fn handle(
         ex.request_id = Some(with_rng(|rng| headers::request_id(req.headers_mut(), rng)));
     }
     ex.capture_log(&req);
+    if w.tracer.is_some() {
+        let values = req.headers().get_all(&trace::TRACEPARENT).iter();
+        let incoming = trace::Incoming::from_values(values.map(HeaderValue::as_bytes));
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .map(HeaderValue::as_bytes);
+        ex.start_trace(incoming, &req, host);
+    }
     // hyper drops this future when the client resets the stream or the connection.
     let cancelled = Cancelled::arm(&w.metrics);
     let mut resp = match handle_inner(req, &mut ex).await {
@@ -41,7 +51,10 @@ pub async fn handle(
         Err(e) => {
             tracing::debug!(error = %e, code = e.code(), request_id = ?ex.request_id, "gateway error");
             w.metrics.count_error(&e);
-            respond(&e, ex.request_id.as_ref())
+            if let Some(s) = ex.trace.as_deref_mut().and_then(|t| t.span.as_mut()) {
+                s.error = Some(e.code());
+            }
+            respond(&e, ex.request_id.as_ref(), ex.trace_id())
         }
     };
     cancelled.disarm();
@@ -87,7 +100,7 @@ async fn handle_inner(
         };
         match chain.apply(&view, w, snap).await {
             Gate::Pass(h, e) => (ex.policy, edits) = (h, e),
-            Gate::Answer(a) => return Ok(policy_answer(a, ex.request_id.as_ref())),
+            Gate::Answer(a) => return Ok(policy_answer(a, ex.request_id.as_ref(), ex.trace_id())),
         }
     }
     route.backends[bi].metrics.shard(w.id).start();
@@ -113,6 +126,15 @@ async fn handle_inner(
         trusted,
     )?;
     edits.apply(req.headers_mut());
+    if let Some(t) = ex.trace.as_deref() {
+        let h = req.headers_mut();
+        if let Ok(v) = HeaderValue::from_bytes(t.ctx.traceparent()) {
+            h.insert(trace::TRACEPARENT.clone(), v);
+        }
+        if t.ctx.drop_tracestate {
+            h.remove(&trace::TRACESTATE);
+        }
+    }
 
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let call = ex.call((route, svc), &method, &path);
@@ -124,7 +146,7 @@ async fn handle_inner(
         && (req.method().is_idempotent() || route.config.retry.non_idempotent))
         .then(|| head_copy(&req));
     let replay = replay.as_ref();
-    let send = |addr, req, try_timeout: Option<std::time::Duration>| async move {
+    let send_once = |addr, req, try_timeout: Option<std::time::Duration>| async move {
         let sent = if upgrade {
             w.upstreams
                 .send_upgrade(addr, &svc.config, svc.tls.as_deref(), req)
@@ -167,11 +189,18 @@ async fn handle_inner(
             other => other,
         }
     };
+    // Attempts, for the span's retry count.
+    let mut sends = 0u32;
+    let send = |addr, req, try_timeout| {
+        sends += 1;
+        send_once(addr, req, try_timeout)
+    };
     let deadline = tokio::time::sleep_until(ex.start + route.config.timeout);
     let client_slow = || watch.is_some_and(BodyWatch::waiting);
     let sent = attempts(&call, req, send, deadline, client_slow).await;
     let endpoint = call.endpoint();
     ex.endpoint = endpoint;
+    ex.attempts(sends);
     let ((mut resp, ret), answered) = sent?;
     ex.answered = Some(answered);
     if let (Some(down), true) = (

@@ -35,6 +35,9 @@ pub struct Worker {
     pub upstreams: Upstreams,
     /// Fraction of requests written to the access log.
     pub access_log_sample: f64,
+    /// Trace context and span export (`[tracing]`); `None`: the gateway takes no part in
+    /// traces and costs nothing for them.
+    pub tracer: Option<Arc<crate::telemetry::Tracer>>,
 }
 
 /// Facts about the downstream connection.

@@ -9,6 +9,7 @@ use super::head::{listed_in_connection, Field, Framing, Kind, RequestHead};
 use crate::config::PathMatch;
 use crate::policy::UpstreamEdits;
 use crate::proxy::error::ProxyError;
+use crate::proxy::trace::TraceContext;
 use crate::proxy::worker::ConnInfo;
 use crate::route::rewrite_path;
 use crate::snapshot::RouteRuntime;
@@ -31,6 +32,10 @@ pub struct Additions<'a> {
     pub local: std::net::SocketAddr,
     /// Fields the route's policies remove and add (claims, auth answers).
     pub edits: Option<&'a UpstreamEdits>,
+    /// The request's trace context (`[tracing]`): its `traceparent` replaces the client's, and
+    /// the client's `tracestate` is dropped when its trace was not continued. `None`: both pass
+    /// as received.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
@@ -117,7 +122,8 @@ pub fn write_upstream_head(
             Kind::Other => {
                 let connection = head.listed && listed_in_connection(raw, fields, f.name(raw));
                 let removed = add.edits.is_some_and(|e| e.removes(f.name(raw)));
-                !connection && !removed
+                let replaced = add.trace.is_some_and(|t| replaced_by_trace(t, f.name(raw)));
+                !connection && !removed && !replaced
             }
             Kind::Host if authority.is_some() => false,
             Kind::Host => {
@@ -202,6 +208,9 @@ pub fn write_upstream_head(
     if let Some(id) = add.new_request_id {
         put_field(out, b"x-request-id", id.as_bytes());
     }
+    if let Some(t) = add.trace {
+        put_field(out, b"traceparent", t.traceparent());
+    }
     for (k, v) in add.edits.map_or(&[][..], |e| &e.add) {
         put_field(out, k.as_str().as_bytes(), v.as_bytes());
     }
@@ -210,7 +219,8 @@ pub fn write_upstream_head(
 }
 
 /// Writes the upstream request head for a request that matched `route`: the target as the
-/// route rewrites it, and what the policies add (a new request id, the route policies' edits).
+/// route rewrites it, and what the policies add (a new request id, the route policies' edits,
+/// the trace context).
 pub(super) fn upstream_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -218,7 +228,7 @@ pub(super) fn upstream_head(
     route: &RouteRuntime,
     info: &ConnInfo,
     (forwarded_headers, trusted): (bool, bool),
-    (new_request_id, edits): (Option<&HeaderValue>, &UpstreamEdits),
+    (new_request_id, edits, trace): (Option<&HeaderValue>, &UpstreamEdits, Option<&TraceContext>),
 ) -> Result<(), ProxyError> {
     let uri = head.req.uri();
     let target = match (&route.config.rewrite, &route.config.path) {
@@ -239,8 +249,16 @@ pub(super) fn upstream_head(
         new_request_id,
         local: info.local,
         edits: (!edits.is_empty()).then_some(edits),
+        trace,
     };
     write_upstream_head(out, head, fields, &add)
+}
+
+/// True for a client field the trace context replaces: `traceparent` always, `tracestate`
+/// when the client's trace was not continued.
+fn replaced_by_trace(t: &TraceContext, name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"traceparent")
+        || (t.drop_tracestate && name.eq_ignore_ascii_case(b"tracestate"))
 }
 
 /// Appends `name: value\r\n`.

@@ -302,12 +302,12 @@ pub(super) async fn linger<C: AsyncRead + AsyncWrite + Unpin>(io: &mut C, buf: &
 pub(super) async fn error_reply<C: AsyncWrite + Unpin>(
     io: &mut C,
     e: &ProxyError,
-    request_id: Option<&HeaderValue>,
+    (request_id, trace_id): (Option<&HeaderValue>, Option<&str>),
     reply: Reply,
     head_request: bool,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Next {
-    let mut resp = respond(e, request_id);
+    let mut resp = respond(e, request_id, trace_id);
     crate::policy::add_to(resp.headers_mut(), extra);
     answer(io, resp, reply, head_request).await
 }
@@ -353,11 +353,11 @@ pub(super) fn add_fields(out: &mut Vec<u8>, extra: &[(HeaderName, HeaderValue)])
 pub(super) async fn write_synthetic<C: AsyncWrite + Unpin>(
     io: &mut C,
     e: &ProxyError,
-    request_id: Option<&HeaderValue>,
+    (request_id, trace_id): (Option<&HeaderValue>, Option<&str>),
     reply: Reply,
     head_request: bool,
 ) -> std::io::Result<()> {
-    write_response(io, &respond(e, request_id), reply, head_request).await
+    write_response(io, &respond(e, request_id, trace_id), reply, head_request).await
 }
 
 /// Writes an in-memory response with a `content-length`, `date` and our connection field.

@@ -159,6 +159,7 @@ fn plain(target: &str) -> Additions<'_> {
         new_request_id: None,
         local: "127.0.0.1:80".parse().unwrap(),
         edits: None,
+        trace: None,
     }
 }
 
@@ -233,6 +234,7 @@ fn adds_forwarding_fields_and_a_new_request_id() {
         new_request_id: Some(&id),
         local: "127.0.0.1:80".parse().unwrap(),
         edits: None,
+        trace: None,
     };
     let raw = b"GET http://h.example/old HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-Proto: ftp\r\nX-Forwarded-Host: front.example\r\nX-Request-Id: \r\n\r\n";
     // From a trusted proxy: its X-Forwarded-For is appended to, its -Proto and -Host kept.
@@ -346,6 +348,7 @@ mod props {
                 new_request_id: Some(&id),
                 local: "127.0.0.1:80".parse().unwrap(),
                 edits: None,
+                trace: None,
             };
             let mut out = Vec::new();
             if write_upstream_head(&mut out, &head, &parsed, &add).is_err() {
@@ -437,4 +440,42 @@ fn folded_comparison_agrees_with_the_plain_one_byte_by_byte() {
         longer.push(b'x');
         assert!(!folded_eq(&longer, &f));
     }
+}
+
+#[test]
+fn a_trace_context_replaces_the_client_traceparent_and_drops_a_stale_tracestate() {
+    use crate::proxy::trace::{parse, Incoming, Sampler, TraceContext};
+    use rand::SeedableRng as _;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let theirs = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let raw = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nTraceParent: {theirs}\r\ntracestate: v=1\r\nX-A: 1\r\n\r\n"
+    );
+    // Without a trace context both pass as received.
+    assert_eq!(upstream(raw.as_bytes(), &plain("/")), raw);
+    // Continued: ours replaces theirs, their state stays.
+    let incoming = Incoming::Valid(parse(theirs.as_bytes()).unwrap());
+    let t = TraceContext::start(incoming, &Sampler::new(1.0), &mut rng);
+    let add = Additions {
+        trace: Some(&t),
+        ..plain("/")
+    };
+    let ours = std::str::from_utf8(t.traceparent()).unwrap();
+    assert_eq!(
+        upstream(raw.as_bytes(), &add),
+        format!(
+            "GET / HTTP/1.1\r\nHost: a\r\ntracestate: v=1\r\nX-A: 1\r\ntraceparent: {ours}\r\n\r\n"
+        )
+    );
+    // Restarted: their state goes too.
+    let t = TraceContext::start(Incoming::Invalid, &Sampler::new(1.0), &mut rng);
+    let add = Additions {
+        trace: Some(&t),
+        ..plain("/")
+    };
+    let ours = std::str::from_utf8(t.traceparent()).unwrap();
+    assert_eq!(
+        upstream(raw.as_bytes(), &add),
+        format!("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\ntraceparent: {ours}\r\n\r\n")
+    );
 }
