@@ -54,7 +54,7 @@ pub struct OtlpConfig {
     pub service_name: String,
     /// Most spans in one export request.
     pub batch_size: usize,
-    /// A partial batch is sent after this long.
+    /// The queue is drained and sent at least this often (a whole batch waiting goes at once).
     pub batch_interval: Duration,
     /// Spans waiting for export at most; more are dropped (and counted).
     pub queue_size: usize,

@@ -1,6 +1,6 @@
 //! The tracer workers hold (`[tracing]`): the sampler, and the bounded queue to the OTLP/HTTP
-//! exporter, a task on the control runtime that batches spans (by size and by time) and POSTs
-//! them. The request path never waits on it: a span that finds the queue full is dropped and
+//! exporter, a task on the control runtime that drains the queue in batches every
+//! `batch_interval` (sooner when a whole batch waits) and POSTs them. The request path never waits on it: a span that finds the queue full is dropped and
 //! counted. A failed export is retried with backoff a few times, then its batch is dropped and
 //! counted; failures are logged at most once a minute. Memory stays bounded by the queue and
 //! one batch.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::otlp::{encode_request, SpanRecord};
@@ -30,6 +30,11 @@ pub struct Tracer {
     pub sampler: Sampler,
     /// The export queue (`None`: trace context only, no export).
     queue: Option<mpsc::Sender<SpanRecord>>,
+    /// Wakes the exporter early when a whole batch is waiting. The exporter does not wait on the
+    /// queue itself: waking it for every span would cost a thread wake-up (a system call) per
+    /// request.
+    full_batch: Arc<Notify>,
+    batch_size: usize,
     metrics: Arc<Registry>,
 }
 
@@ -39,14 +44,17 @@ impl Tracer {
     /// A tracer for `cfg`; with an OTLP endpoint its exporter is spawned on the current tokio
     /// runtime (the control runtime) and runs until every clone of the tracer is dropped.
     pub fn start(cfg: &TracingConfig, metrics: Arc<Registry>) -> Arc<Self> {
+        let full_batch = Arc::new(Notify::new());
         let queue = cfg.otlp.as_ref().map(|o| {
             let (tx, rx) = mpsc::channel(o.queue_size);
-            tokio::spawn(export(rx, o.clone(), metrics.clone()));
+            tokio::spawn(export(rx, full_batch.clone(), o.clone(), metrics.clone()));
             tx
         });
         Arc::new(Self {
             sampler: Sampler::new(cfg.sample_ratio),
             queue,
+            full_batch,
+            batch_size: cfg.otlp.as_ref().map_or(usize::MAX, |o| o.batch_size),
             metrics,
         })
     }
@@ -62,13 +70,21 @@ impl Tracer {
         if let Some(q) = &self.queue {
             if q.try_send(span).is_err() {
                 self.metrics.spans.dropped_queue_full.fetch_add(1, Relaxed);
+            } else if q.max_capacity() - q.capacity() >= self.batch_size {
+                self.full_batch.notify_one();
             }
         }
     }
 }
 
-/// The exporter: collects up to `batch_size` spans or for `batch_interval`, then sends them.
-async fn export(mut rx: mpsc::Receiver<SpanRecord>, cfg: OtlpConfig, metrics: Arc<Registry>) {
+/// The exporter: every `batch_interval`, or sooner when a whole batch waits, drains the queue
+/// in batches of at most `batch_size` and sends them; ends when every tracer is gone.
+async fn export(
+    mut rx: mpsc::Receiver<SpanRecord>,
+    full_batch: Arc<Notify>,
+    cfg: OtlpConfig,
+    metrics: Arc<Registry>,
+) {
     let client = match reqwest::Client::builder()
         .timeout(cfg.export_timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -97,30 +113,33 @@ async fn export(mut rx: mpsc::Receiver<SpanRecord>, cfg: OtlpConfig, metrics: Ar
     };
     let mut batch = Vec::with_capacity(cfg.batch_size);
     loop {
-        // The first span of a batch opens its time window.
-        if batch.is_empty() {
-            match rx.recv().await {
-                Some(s) => batch.push(s),
-                None => return,
-            }
+        tokio::select! {
+            () = tokio::time::sleep(cfg.batch_interval) => {}
+            () = full_batch.notified() => {}
         }
-        let window = tokio::time::sleep(cfg.batch_interval);
-        tokio::pin!(window);
-        let mut closed = false;
-        while batch.len() < cfg.batch_size {
-            let room = cfg.batch_size - batch.len();
-            tokio::select! {
-                n = rx.recv_many(&mut batch, room) => if n == 0 {
-                    closed = true;
-                    break;
-                },
-                () = &mut window => break,
+        loop {
+            let mut closed = false;
+            while batch.len() < cfg.batch_size {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
             }
-        }
-        sender.send(&batch).await;
-        batch.clear();
-        if closed {
-            return;
+            let drained = batch.len() < cfg.batch_size;
+            if !batch.is_empty() {
+                sender.send(&batch).await;
+                batch.clear();
+            }
+            if closed {
+                return;
+            }
+            if drained {
+                break;
+            }
         }
     }
 }
