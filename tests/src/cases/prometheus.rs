@@ -352,6 +352,9 @@ scrape_configs:
                 "meshgate_tls_certificates_ok == 0",
                 r#"meshgate_route_weight{route="web",backend="green"} == 80"#,
                 r#"meshgate_upstream_endpoints{service="gone",state="ejected"} == 1"#,
+                // Consul gone: the KV weights go stale once a read has failed (the alert
+                // rules below need this scraped too).
+                "meshgate_weights_stale == 1",
             ] {
                 prom.query(q, None).await.ok()?.first()?;
             }
