@@ -66,8 +66,24 @@ impl Balancer {
         limit: Option<u32>,
         rng: &mut R,
     ) -> Option<usize> {
+        self.pick_panicking(eps, now, exclude, limit, 0, rng)
+    }
+
+    /// [`Balancer::pick_within`] under a panic threshold (percent, 0: none): while fewer than
+    /// that share of `eps` is usable ([`panicking`]), ejected endpoints are used like the others.
+    pub fn pick_panicking<R: Rng + ?Sized>(
+        &self,
+        eps: &[EndpointRuntime],
+        now: u64,
+        exclude: Option<usize>,
+        limit: Option<u32>,
+        panic_threshold: u8,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let panic = panicking(eps, now, panic_threshold);
         let room = |i: usize| limit.is_none_or(|l| eps[i].stats.in_flight.load(Relaxed) < l);
-        let usable = |i: usize| Some(i) != exclude && !eps[i].stats.is_ejected(now) && room(i);
+        let usable =
+            |i: usize| Some(i) != exclude && (panic || !eps[i].stats.is_ejected(now)) && room(i);
         match self {
             Self::RoundRobin(rr) => rr.pick(eps.len(), usable),
             Self::Weighted(w) => w.pick(usable),
@@ -82,4 +98,23 @@ impl Balancer {
 /// True when at least one endpoint is neither ejected nor excluded.
 pub fn any_usable(eps: &[EndpointRuntime], now: u64) -> bool {
     eps.iter().any(|e| !e.stats.is_ejected(now))
+}
+
+/// [`any_usable`] under a panic threshold (percent, 0: none): a backend whose endpoints are all
+/// ejected is still usable when it panics.
+pub fn any_usable_within(eps: &[EndpointRuntime], now: u64, panic_threshold: u8) -> bool {
+    any_usable(eps, now) || (panic_threshold > 0 && !eps.is_empty())
+}
+
+/// True when fewer than `threshold` percent of `eps` are usable (not ejected) at `now`: the
+/// backend is in panic, and ejections are ignored. Always false for a threshold of 0 (no scan).
+///
+/// Outlier ejection never takes more than `max_ejected_percent` of a backend out, so a panic
+/// threshold at or below `100 - max_ejected_percent` never triggers.
+pub fn panicking(eps: &[EndpointRuntime], now: u64, threshold: u8) -> bool {
+    if threshold == 0 || eps.is_empty() {
+        return false;
+    }
+    let usable = eps.iter().filter(|e| !e.stats.is_ejected(now)).count();
+    usable * 100 < eps.len() * usize::from(threshold)
 }

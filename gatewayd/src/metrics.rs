@@ -171,6 +171,12 @@ pub struct Registry {
     pub retries: [AtomicU64; RetryReason::ALL.len()],
     /// Retries not made because the route's retry budget was spent.
     pub retries_refused: AtomicU64,
+    /// Requests the process serves now (counted only under `gateway.max_in_flight`).
+    pub in_flight: AtomicU32,
+    /// Requests refused at once because the gateway held `gateway.max_in_flight` (load shed).
+    pub shed: AtomicU64,
+    /// Body relays cut after the route's `body_idle_timeout` without a byte.
+    pub body_idle_timeouts: AtomicU64,
     /// Retry budgets by route name, kept across reloads.
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     /// Requests in flight by route name (for `max_in_flight`), kept across reloads.
@@ -224,6 +230,9 @@ impl Registry {
             unmatched: Arc::new(BackendMetrics::new("", "", shards)),
             retries: Default::default(),
             retries_refused: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            shed: AtomicU64::new(0),
+            body_idle_timeouts: AtomicU64::new(0),
             budgets: Mutex::new(HashMap::new()),
             route_loads: Mutex::new(HashMap::new()),
             ejections: AtomicU64::new(0),

@@ -24,6 +24,7 @@ mod cases {
     pub mod proxying;
     pub mod registration;
     pub mod reload;
+    pub mod resilience;
     pub mod retries;
     pub mod routing;
     pub mod support;

@@ -36,6 +36,8 @@ pub struct EndpointStats {
     pub(crate) ewma_stamp: AtomicU64,
     pub(crate) consecutive_failures: AtomicU32,
     pub(crate) consecutive_5xx: AtomicU32,
+    /// The current run of 502/503/504 answers (`outlier.consecutive_gateway_errors`).
+    pub(crate) consecutive_gateway: AtomicU32,
     /// What the failures in the current run were ("GET /x: connect refused"), newest last,
     /// at most [`crate::health::NOTES`]: an ejection reports them. Locked only on a failure, and
     /// on the first success after one.

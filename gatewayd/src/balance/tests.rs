@@ -50,6 +50,8 @@ fn eject(eps: &[EndpointRuntime], i: usize, now: u64) {
         base_ejection: Duration::from_secs(30),
         max_ejection: Duration::from_secs(30),
         max_ejected_percent: 100,
+        consecutive_gateway_errors: 0,
+        panic_threshold: 0,
     };
     let fault = Outcome::Fault(crate::proxy::EndpointFault::Connect);
     assert!(record_outcome(eps, i, fault, &cfg, now, String::new).is_some());
@@ -437,4 +439,43 @@ fn endpoints_at_their_in_flight_limit_are_skipped() {
         }
         assert_eq!(b.pick_within(&e, 1, Some(2), Some(1), &mut rng), None);
     }
+}
+
+#[test]
+fn below_the_panic_threshold_ejections_are_ignored() {
+    let e = eps(&[1, 1, 1, 1]);
+    eject(&e, 0, NOW);
+    eject(&e, 1, NOW);
+    // Two of four usable: 50 % is not below a threshold of 50, but is below 51.
+    assert!(!panicking(&e, NOW, 50));
+    assert!(panicking(&e, NOW, 51));
+    assert!(!panicking(&e, NOW, 0), "0 is off");
+    let mut rng = SmallRng::seed_from_u64(7);
+    for policy in POLICIES {
+        let b = Balancer::new(policy, &e);
+        let mut seen = [0usize; 4];
+        for _ in 0..400 {
+            let i = b
+                .pick_panicking(&e, NOW, Some(3), None, 51, &mut rng)
+                .unwrap();
+            seen[i] += 1;
+        }
+        assert_eq!(seen[3], 0, "{policy:?}: exclude still holds");
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "{policy:?}: ejected used: {seen:?}"
+        );
+        let calm: Vec<_> = (0..100)
+            .map(|_| b.pick_panicking(&e, NOW, None, None, 50, &mut rng).unwrap())
+            .collect();
+        assert!(calm.iter().all(|&i| i >= 2), "{policy:?}: not in panic");
+    }
+    eject(&e, 2, NOW);
+    eject(&e, 3, NOW);
+    assert!(!any_usable_within(&e, NOW, 0));
+    assert!(
+        any_usable_within(&e, NOW, 1),
+        "all ejected: a panicking backend"
+    );
+    assert!(!any_usable_within(&[], NOW, 50));
 }

@@ -24,6 +24,12 @@ pub const RETRIES: u32 = 1;
 pub const RETRY_BUDGET_PERCENT: u32 = 20;
 /// ...plus this many per second (so a quiet route can still retry).
 pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// Upstream answers retried on another endpoint (when the request may be sent again).
+pub const RETRY_ON: [u16; 3] = [502, 503, 504];
+/// Largest request body kept so the request can be sent again (`routes.retry_body_max`).
+pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+/// A body relay with no byte either way for this long is cut (`routes.body_idle_timeout`).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upstream TCP connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle upstream keep-alive lifetime.
@@ -35,6 +41,11 @@ pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
 /// Consecutive 5xx responses that eject an endpoint: off unless configured (a 5xx can be the
 /// answer a client's request provoked).
 pub const OUTLIER_CONSECUTIVE_5XX: u32 = 0;
+/// Consecutive 502/503/504 answers that eject an endpoint: off unless configured.
+pub const OUTLIER_CONSECUTIVE_GATEWAY_ERRORS: u32 = 0;
+/// Below this share (percent) of usable endpoints a backend ignores ejections: 0, off (with
+/// `max_ejected_percent = 100` a fully failed backend is skipped instead).
+pub const OUTLIER_PANIC_THRESHOLD: u8 = 0;
 /// First ejection.
 pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(10);
 /// Longest ejection.

@@ -118,6 +118,8 @@ pub(super) struct GatewayFile {
     pub latency_histograms: Option<bool>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    // Load shedding (issue 11).
+    pub max_in_flight: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +220,9 @@ pub(super) struct OutlierFile {
     pub base_ejection: Option<Spanned<String>>,
     pub max_ejection: Option<Spanned<String>>,
     pub max_ejected_percent: Option<Spanned<i64>>,
+    // Gateway errors and the panic threshold (issue 11).
+    pub consecutive_gateway_errors: Option<Spanned<i64>>,
+    pub panic_threshold: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +246,10 @@ pub(super) struct RouteFile {
     pub retry_non_idempotent: Option<bool>,
     pub retry_budget_percent: Option<Spanned<i64>>,
     pub retry_budget_min_per_second: Option<Spanned<i64>>,
+    // Retries on statuses, the replay buffer and the body-idle timeout (issue 11).
+    pub retry_on: Option<Vec<Spanned<i64>>>,
+    pub retry_body_max: Option<Spanned<String>>,
+    pub body_idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub policies: Vec<Spanned<String>>,
     pub max_in_flight: Option<Spanned<i64>>,

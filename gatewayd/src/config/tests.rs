@@ -226,6 +226,8 @@ fn defaults_are_applied_to_a_minimal_file() {
             base_ejection: OUTLIER_BASE_EJECTION,
             max_ejection: OUTLIER_MAX_EJECTION,
             max_ejected_percent: OUTLIER_MAX_EJECTED_PERCENT,
+            consecutive_gateway_errors: OUTLIER_CONSECUTIVE_GATEWAY_ERRORS,
+            panic_threshold: OUTLIER_PANIC_THRESHOLD,
         }
     );
 
@@ -928,6 +930,7 @@ fn retry_settings_parse_and_default() {
             non_idempotent: true,
             budget_percent: 50,
             budget_min_per_second: 0,
+            ..RetryPolicy::default()
         }
     );
     let bad = MINIMAL.replace("[[routes]]\n", "[[routes]]\nretry_budget_percent = 101\n");
@@ -945,6 +948,10 @@ fn the_recommended_resilient_settings_parse() {
     assert_eq!(r.retries, 2);
     let o = &c.services["api"].outlier;
     assert_eq!((o.consecutive_failures, o.consecutive_5xx), (3, 5));
+    assert_eq!(o.consecutive_gateway_errors, 3);
+    assert_eq!(r.body_idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.gateway.max_in_flight, Some(2000));
+    assert_eq!(c.services["api"].max_in_flight_per_endpoint, Some(256));
 }
 
 #[test]
@@ -1222,4 +1229,53 @@ fn tracing_mistakes_name_their_key() {
         "[tracing]\notlp_endpoint = \"http://c:4318/v1/traces\"\nbatch_interval = \"soon\"\n{ONE_ROUTE}"
     ));
     assert_error(&e, 3, "tracing.batch_interval", "not a duration");
+}
+
+#[test]
+fn resilience_keys_parse_with_their_defaults_and_ranges() {
+    let c = parse(MINIMAL);
+    let r = &c.routes[0];
+    for s in RETRY_ON {
+        assert!(r.retry.on_status.contains(s), "{s} retried by default");
+    }
+    assert!(!r.retry.on_status.contains(500));
+    assert_eq!(r.retry.body_max, RETRY_BODY_MAX);
+    assert_eq!(r.body_idle_timeout, BODY_IDLE_TIMEOUT);
+    assert_eq!(c.gateway.max_in_flight, None);
+    let src = format!(
+        "[gateway]\nmax_in_flight = 500\n\n{}",
+        MINIMAL
+            .replace(
+                "[[routes]]\n",
+                "[[routes]]\nretry_on = [429, 503]\nretry_body_max = \"8KiB\"\nbody_idle_timeout = \"5s\"\n",
+            )
+            .replace(
+                "endpoints = [\"127.0.0.1:9001\"]\n",
+                "endpoints = [\"127.0.0.1:9001\"]\n[services.blue.outlier]\nconsecutive_gateway_errors = 3\npanic_threshold = 50\n",
+            ),
+    );
+    let c = parse(&src);
+    let r = &c.routes[0];
+    assert!(r.retry.on_status.contains(429) && r.retry.on_status.contains(503));
+    assert!(!r.retry.on_status.contains(502));
+    assert_eq!(r.retry.body_max, 8 * 1024);
+    assert_eq!(r.body_idle_timeout, Duration::from_secs(5));
+    assert_eq!(c.gateway.max_in_flight, Some(500));
+    let o = &c.services["blue"].outlier;
+    assert_eq!((o.consecutive_gateway_errors, o.panic_threshold), (3, 50));
+    let off = MINIMAL.replace("[[routes]]\n", "[[routes]]\nretry_on = []\n");
+    assert!(parse(&off).routes[0].retry.on_status.is_empty());
+    for (bad, field) in [
+        ("retry_on = [200]", "routes.web.retry_on"),
+        ("retry_body_max = \"lots\"", "routes.web.retry_body_max"),
+        (
+            "body_idle_timeout = \"soon\"",
+            "routes.web.body_idle_timeout",
+        ),
+    ] {
+        let e = errors(&MINIMAL.replace("[[routes]]\n", &format!("[[routes]]\n{bad}\n")));
+        assert_eq!(e[0].field, field, "{e:?}");
+    }
+    let e = errors(&format!("[gateway]\nmax_in_flight = 0\n\n{MINIMAL}"));
+    assert_eq!(e[0].field, "gateway.max_in_flight", "{e:?}");
 }

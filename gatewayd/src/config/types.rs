@@ -173,6 +173,10 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-For` (appended to) and `X-Forwarded-Proto` / `-Host` (kept) are
     /// believed. Every other peer's are removed: the gateway writes its own.
     pub trusted_proxies: Vec<Cidr>,
+    /// Requests the whole process serves at once at most (every listener and worker, from
+    /// the request head to the response's end); beyond, a fast 503 with `Retry-After` (load
+    /// shedding). None: no limit, and no cost.
+    pub max_in_flight: Option<u32>,
 }
 
 impl GatewayConfig {
@@ -429,6 +433,51 @@ pub struct RetryPolicy {
     pub budget_percent: u32,
     /// ...plus this many retries per second.
     pub budget_min_per_second: u32,
+    /// Upstream answers sent again to another endpoint (the request must be one that may be
+    /// sent again); the last answer is relayed as it is when no retry is left.
+    pub on_status: StatusSet,
+    /// A request body up to this many bytes is kept so the request can be sent again; a
+    /// larger one is never sent twice.
+    pub body_max: u64,
+}
+
+/// A set of HTTP statuses from 400 to 599 (the statuses a route retries on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusSet([u64; 4]);
+
+impl StatusSet {
+    /// The lowest status a set holds.
+    pub const MIN: u16 = 400;
+    /// The highest status a set holds.
+    pub const MAX: u16 = 599;
+    /// No status.
+    pub const EMPTY: StatusSet = StatusSet([0; 4]);
+
+    /// The set of `statuses`; `None` when one is outside [`Self::MIN`]..=[`Self::MAX`].
+    pub fn try_from_slice(statuses: &[u16]) -> Option<Self> {
+        let mut set = Self::default();
+        for &s in statuses {
+            if !(Self::MIN..=Self::MAX).contains(&s) {
+                return None;
+            }
+            let i = usize::from(s - Self::MIN);
+            set.0[i / 64] |= 1 << (i % 64);
+        }
+        Some(set)
+    }
+
+    /// True when `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        match status.checked_sub(Self::MIN).map(usize::from) {
+            Some(i) if status <= Self::MAX => self.0[i / 64] & (1 << (i % 64)) != 0,
+            _ => false,
+        }
+    }
+
+    /// True when the set holds no status.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
 }
 
 impl Default for RetryPolicy {
@@ -438,6 +487,8 @@ impl Default for RetryPolicy {
             non_idempotent: false,
             budget_percent: super::defaults::RETRY_BUDGET_PERCENT,
             budget_min_per_second: super::defaults::RETRY_BUDGET_MIN_PER_SECOND,
+            on_status: StatusSet::try_from_slice(&super::defaults::RETRY_ON).unwrap_or_default(),
+            body_max: super::defaults::RETRY_BODY_MAX,
         }
     }
 }
@@ -457,6 +508,13 @@ pub struct OutlierConfig {
     pub max_ejection: Duration,
     /// At most this share of a backend's endpoints is ejected at once (0–100).
     pub max_ejected_percent: u8,
+    /// Consecutive 502, 503 or 504 answers that eject an endpoint (another status, or a
+    /// success, ends the run). 0 (the default) disables.
+    pub consecutive_gateway_errors: u32,
+    /// When fewer than this share (percent) of a backend's endpoints are usable (not ejected),
+    /// ejections are ignored and the balancer uses every endpoint: better some errors than
+    /// all traffic on a few survivors, or none. 0 (the default) disables.
+    pub panic_threshold: u8,
 }
 
 /// One `[services.NAME]`.
@@ -615,6 +673,9 @@ pub struct RouteConfig {
     /// Names of the policies applied, as listed (they run in a fixed order whatever the list
     /// order: CORS, then rate limits).
     pub policies: Vec<String>,
+    /// A response (or request) body relay with no byte either way for this long is cut: the
+    /// client sees a broken response, the upstream connection is closed.
+    pub body_idle_timeout: Duration,
     /// Requests of this route outstanding at most (until their response head), across every
     /// worker; beyond, a fast 503 with `Retry-After` (None: no limit).
     pub max_in_flight: Option<u32>,

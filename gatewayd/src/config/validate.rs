@@ -270,6 +270,10 @@ fn gateway(cx: &mut Ctx<'_>, g: &file::GatewayFile) -> GatewayConfig {
                 parsed
             })
             .collect(),
+        max_in_flight: g
+            .max_in_flight
+            .as_ref()
+            .and_then(|v| cx.int(v, "gateway.max_in_flight", 1, 100_000_000)),
     }
 }
 
@@ -733,6 +737,8 @@ fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> Outli
         base_ejection: d::OUTLIER_BASE_EJECTION,
         max_ejection: d::OUTLIER_MAX_EJECTION,
         max_ejected_percent: d::OUTLIER_MAX_EJECTED_PERCENT,
+        consecutive_gateway_errors: d::OUTLIER_CONSECUTIVE_GATEWAY_ERRORS,
+        panic_threshold: d::OUTLIER_PANIC_THRESHOLD,
     };
     let Some(o) = o else { return out };
     let prefix = format!("services.{name}.outlier");
@@ -750,6 +756,16 @@ fn outlier(cx: &mut Ctx<'_>, name: &str, o: Option<&file::OutlierFile>) -> Outli
         out.max_ejected_percent = cx
             .int(v, &format!("{prefix}.max_ejected_percent"), 0, 100)
             .unwrap_or(out.max_ejected_percent);
+    }
+    if let Some(v) = &o.consecutive_gateway_errors {
+        out.consecutive_gateway_errors = cx
+            .int(v, &format!("{prefix}.consecutive_gateway_errors"), 0, 1000)
+            .unwrap_or(out.consecutive_gateway_errors);
+    }
+    if let Some(v) = &o.panic_threshold {
+        out.panic_threshold = cx
+            .int(v, &format!("{prefix}.panic_threshold"), 0, 100)
+            .unwrap_or(out.panic_threshold);
     }
     out.base_ejection = cx.duration(
         &o.base_ejection,
@@ -1056,6 +1072,11 @@ fn route(
         )
     });
     let retry = retry_policy(cx, f, &p);
+    let body_idle_timeout = cx.duration(
+        &f.body_idle_timeout,
+        &format!("{p}.body_idle_timeout"),
+        d::BODY_IDLE_TIMEOUT,
+    );
     let max_in_flight = f
         .max_in_flight
         .as_ref()
@@ -1109,6 +1130,7 @@ fn route(
         retries,
         retry,
         policies,
+        body_idle_timeout,
         max_in_flight,
         max_body,
         on_empty_backend,
@@ -1156,6 +1178,30 @@ fn retry_policy(cx: &mut Ctx<'_>, f: &file::RouteFile, p: &str) -> RetryPolicy {
         out.budget_min_per_second = cx
             .int(v, &format!("{p}.retry_budget_min_per_second"), 0, 100_000)
             .unwrap_or(out.budget_min_per_second);
+    }
+    if let Some(list) = &f.retry_on {
+        let field = format!("{p}.retry_on");
+        let mut statuses = Vec::new();
+        for v in list {
+            let min = i64::from(StatusSet::MIN);
+            if let Some(s) = cx.int::<u16>(v, &field, min, i64::from(StatusSet::MAX)) {
+                statuses.push(s);
+            }
+        }
+        out.on_status = StatusSet::try_from_slice(&statuses).unwrap_or_default();
+    }
+    if let Some(v) = &f.retry_body_max {
+        match byte_size(v.get_ref()) {
+            Some(n) => out.body_max = n,
+            None => cx.err(
+                v.span(),
+                format!("{p}.retry_body_max"),
+                format!(
+                    "'{}' is not a size like \"64KiB\", \"1MiB\" or \"0\"",
+                    v.get_ref()
+                ),
+            ),
+        }
     }
     out
 }

@@ -1,7 +1,9 @@
-//! Consecutive-failure outlier ejection (as Envoy's `consecutive_gateway_failure` and
-//! `consecutive_5xx`): after N of the endpoint's own failures in a row (or, when configured, N
-//! 5xx responses in a row) it is left out for `base × 2^(ejections in a row)`, capped, and never
-//! more than `max_ejected_percent` of a backend at once.
+//! Consecutive-failure outlier ejection (as Envoy's `consecutive_local_origin_failure`,
+//! `consecutive_gateway_failure` and `consecutive_5xx`): after N of the endpoint's own failures
+//! in a row (or, when configured, N 502/503/504 answers in a row, or N 5xx answers in a row) it
+//! is left out for `base × 2^(ejections in a row)`, capped, and never more than
+//! `max_ejected_percent` of a backend at once. Below `panic_threshold` usable endpoints the
+//! balancer ignores ejections altogether ([`crate::balance::panicking`]).
 //!
 //! Only the endpoint's own faults reach this module ([`Outcome`] has no variant for what a
 //! client did): the callers classify with [`crate::proxy::Fault`] first.
@@ -23,8 +25,9 @@ pub const NOTES: usize = 10;
 pub enum Outcome {
     /// A response head that is not a 5xx.
     Success,
-    /// A 5xx response head: counts only toward `consecutive_5xx`.
-    ServerError,
+    /// A 5xx response head (its status): counts toward `consecutive_5xx`, and a 502, 503 or 504
+    /// toward `consecutive_gateway_errors` too (another 5xx ends that run).
+    ServerError(u16),
     /// The endpoint's own failure before a usable response head.
     Fault(EndpointFault),
 }
@@ -38,7 +41,7 @@ pub struct Ejected {
     pub duration: Duration,
     /// Failures in a row that triggered it.
     pub after: u32,
-    /// `consecutive_failures` or `consecutive_5xx`.
+    /// `consecutive_failures`, `consecutive_gateway_errors` or `consecutive_5xx`.
     pub rule: &'static str,
     /// The requests and errors that caused it, oldest first (at most [`NOTES`]).
     pub causes: Vec<String>,
@@ -56,12 +59,23 @@ pub fn record_outcome(
 ) -> Option<Ejected> {
     let ep = eps.get(idx)?;
     let s = &ep.stats;
-    let (counter, threshold, rule): (&AtomicU32, u32, &'static str) = match outcome {
+    // Extends a run of `counter` when its rule is on; the rule's name when the run is complete.
+    let extend = |counter: &AtomicU32, threshold: u32, rule: &'static str| {
+        if threshold == 0 {
+            return (false, None);
+        }
+        let n = counter.fetch_add(1, Relaxed) + 1;
+        (true, (n >= threshold).then_some((n, rule)))
+    };
+    let (counted, tripped) = match outcome {
         Outcome::Success => {
-            let run = s.consecutive_failures.load(Relaxed) | s.consecutive_5xx.load(Relaxed);
+            let run = s.consecutive_failures.load(Relaxed)
+                | s.consecutive_5xx.load(Relaxed)
+                | s.consecutive_gateway.load(Relaxed);
             if run != 0 {
                 s.consecutive_failures.store(0, Relaxed);
                 s.consecutive_5xx.store(0, Relaxed);
+                s.consecutive_gateway.store(0, Relaxed);
                 notes(s).clear();
             }
             if s.ejections_in_row.load(Relaxed) != 0 && !s.is_ejected(now) {
@@ -69,34 +83,41 @@ pub fn record_outcome(
             }
             return None;
         }
-        Outcome::ServerError => {
+        Outcome::ServerError(status) => {
             s.failures.fetch_add(1, Relaxed);
-            if cfg.consecutive_5xx == 0 {
-                return None;
-            }
-            (&s.consecutive_5xx, cfg.consecutive_5xx, "consecutive_5xx")
+            let (gateway_counted, gateway) = match status {
+                502..=504 => extend(
+                    &s.consecutive_gateway,
+                    cfg.consecutive_gateway_errors,
+                    "consecutive_gateway_errors",
+                ),
+                _ => {
+                    // Another 5xx ends a run of gateway errors.
+                    if s.consecutive_gateway.load(Relaxed) != 0 {
+                        s.consecutive_gateway.store(0, Relaxed);
+                    }
+                    (false, None)
+                }
+            };
+            let (any_counted, any) =
+                extend(&s.consecutive_5xx, cfg.consecutive_5xx, "consecutive_5xx");
+            // The narrower rule names the cause better when both runs are complete.
+            (gateway_counted || any_counted, gateway.or(any))
         }
         Outcome::Fault(_) => {
             s.failures.fetch_add(1, Relaxed);
-            (
+            extend(
                 &s.consecutive_failures,
                 cfg.consecutive_failures,
                 "consecutive_failures",
             )
         }
     };
-    if threshold == 0 {
-        return None;
+    if counted {
+        note_failure(s, note);
     }
-    {
-        let mut n = notes(s);
-        if n.len() == NOTES {
-            n.pop_front();
-        }
-        n.push_back(note());
-    }
-    let n = counter.fetch_add(1, Relaxed) + 1;
-    if n < threshold || s.is_ejected(now) {
+    let (n, rule) = tripped?;
+    if s.is_ejected(now) {
         return None;
     }
     let ejected = eps.iter().filter(|e| e.stats.is_ejected(now)).count();
@@ -112,6 +133,7 @@ pub fn record_outcome(
         .store(now.saturating_add(nanos(len)).max(1), Relaxed);
     s.consecutive_failures.store(0, Relaxed);
     s.consecutive_5xx.store(0, Relaxed);
+    s.consecutive_gateway.store(0, Relaxed);
     s.ejections.fetch_add(1, Relaxed);
     let causes: Vec<String> = notes(s).drain(..).collect();
     warn!(endpoint = %ep.endpoint.addr, ejection_ms = len.as_millis() as u64, rule, after = n, causes = ?causes, "endpoint ejected after consecutive failures");
@@ -122,6 +144,15 @@ pub fn record_outcome(
         rule,
         causes,
     })
+}
+
+/// Keeps the newest [`NOTES`] failure notes of the current run.
+fn note_failure(s: &EndpointStats, note: impl FnOnce() -> String) {
+    let mut n = notes(s);
+    if n.len() == NOTES {
+        n.pop_front();
+    }
+    n.push_back(note());
 }
 
 fn notes(s: &EndpointStats) -> std::sync::MutexGuard<'_, std::collections::VecDeque<String>> {
@@ -162,6 +193,8 @@ mod tests {
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(25),
             max_ejected_percent: pct,
+            consecutive_gateway_errors: 0,
+            panic_threshold: 0,
         }
     }
 
@@ -255,7 +288,7 @@ mod tests {
         let e = eps(1);
         let c = cfg(100);
         for _ in 0..10 {
-            assert!(!record(&e, 0, Outcome::ServerError, &c, 1));
+            assert!(!record(&e, 0, Outcome::ServerError(503), &c, 1));
         }
         assert_eq!(e[0].stats.failures.load(Relaxed), 10, "still counted");
         assert!(e[0].stats.fault_notes.lock().unwrap().is_empty());
@@ -263,8 +296,10 @@ mod tests {
             consecutive_5xx: 2,
             ..cfg(100)
         };
-        assert!(!record(&e, 0, Outcome::ServerError, &c, 1));
-        let ej = record_outcome(&e, 0, Outcome::ServerError, &c, 1, || "GET /: 503".into());
+        assert!(!record(&e, 0, Outcome::ServerError(503), &c, 1));
+        let ej = record_outcome(&e, 0, Outcome::ServerError(503), &c, 1, || {
+            "GET /: 503".into()
+        });
         assert_eq!(ej.unwrap().rule, "consecutive_5xx");
     }
 
@@ -277,9 +312,9 @@ mod tests {
         };
         // 5xx answers between connect failures neither reset nor extend the failure run.
         record(&e, 0, FAIL, &c, 1);
-        record(&e, 0, Outcome::ServerError, &c, 1);
+        record(&e, 0, Outcome::ServerError(503), &c, 1);
         record(&e, 0, FAIL, &c, 1);
-        record(&e, 0, Outcome::ServerError, &c, 1);
+        record(&e, 0, Outcome::ServerError(503), &c, 1);
         assert!(!e[0].stats.is_ejected(1));
         assert!(record(&e, 0, FAIL, &c, 1));
     }
@@ -295,5 +330,45 @@ mod tests {
             record(&e, 0, FAIL, &c, 1);
         }
         assert_eq!(e[0].stats.fault_notes.lock().unwrap().len(), NOTES);
+    }
+
+    #[test]
+    fn gateway_errors_eject_on_their_own_run() {
+        let e = eps(4);
+        let c = OutlierConfig {
+            consecutive_gateway_errors: 3,
+            ..cfg(100)
+        };
+        // A 500 ends the run of gateway errors; it is not one.
+        record(&e, 0, Outcome::ServerError(502), &c, 1);
+        record(&e, 0, Outcome::ServerError(503), &c, 1);
+        record(&e, 0, Outcome::ServerError(500), &c, 1);
+        record(&e, 0, Outcome::ServerError(504), &c, 1);
+        assert!(!e[0].stats.is_ejected(1));
+        record(&e, 0, Outcome::ServerError(503), &c, 1);
+        let ej = record_outcome(&e, 0, Outcome::ServerError(502), &c, 1, || "x".into());
+        let ej = ej.unwrap();
+        assert_eq!((ej.rule, ej.after), ("consecutive_gateway_errors", 3));
+        assert_eq!(ej.causes.last().map(String::as_str), Some("x"));
+        // Off by default: 500s and 503s alike never eject then.
+        let c = cfg(100);
+        for _ in 0..20 {
+            assert!(!record(&e, 1, Outcome::ServerError(503), &c, 1));
+        }
+        // With both rules on, a 503 run completes the narrower one first.
+        let c = OutlierConfig {
+            consecutive_gateway_errors: 2,
+            consecutive_5xx: 2,
+            ..cfg(100)
+        };
+        record(&e, 2, Outcome::ServerError(500), &c, 1);
+        let ej = record_outcome(&e, 2, Outcome::ServerError(503), &c, 1, String::new).unwrap();
+        assert_eq!(
+            ej.rule, "consecutive_5xx",
+            "500 then 503: two 5xx, one gateway error"
+        );
+        record(&e, 3, Outcome::ServerError(503), &c, 1);
+        let ej = record_outcome(&e, 3, Outcome::ServerError(503), &c, 1, String::new).unwrap();
+        assert_eq!(ej.rule, "consecutive_gateway_errors");
     }
 }

@@ -393,6 +393,22 @@ fn resilience(o: &mut Out, reg: &Registry) {
         &[],
         reg.retries_refused.load(Relaxed),
     );
+    o.family(
+        "meshgate_load_shed_total",
+        "counter",
+        "Requests answered 503 at once because the gateway held gateway.max_in_flight.",
+    );
+    o.sample("meshgate_load_shed_total", &[], reg.shed.load(Relaxed));
+    o.family(
+        "meshgate_body_idle_timeouts_total",
+        "counter",
+        "Body relays cut after the route's body_idle_timeout without a byte either way.",
+    );
+    o.sample(
+        "meshgate_body_idle_timeouts_total",
+        &[],
+        reg.body_idle_timeouts.load(Relaxed),
+    );
     o.family("meshgate_ejections_total", "counter", "Outlier ejections.");
     o.sample("meshgate_ejections_total", &[], reg.ejections.load(Relaxed));
     o.family(

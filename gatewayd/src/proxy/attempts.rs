@@ -17,9 +17,10 @@ use crate::balance::{nanos_at, now_nanos, observe_latency};
 use crate::health::{record_outcome, Outcome};
 use crate::snapshot::{RouteRuntime, ServiceRuntime};
 
-/// Why a send failed, and whether the request is still ours.
+/// Why a send failed, and whether the request is still ours. `A` is the transport's answer
+/// (for [`SendError::Status`]; transports that never return one leave it uninhabited).
 #[derive(Debug)]
-pub enum SendError<Q> {
+pub enum SendError<Q, A = std::convert::Infallible> {
     /// Nothing was sent; the request comes back for another attempt.
     NotSent(Box<Q>, ProxyError),
     /// The request was sent, got no response head, and may be sent again (idempotent or opted
@@ -27,11 +28,45 @@ pub enum SendError<Q> {
     Replayable(Box<Q>, ProxyError),
     /// The request was (at least partly) sent.
     Failed(ProxyError),
+    /// The endpoint answered a status the route retries on, and the request may be sent again:
+    /// both come back. The answer is relayed after all when no retry can be made.
+    Status(Box<Q>, A),
+}
+
+impl<Q> SendError<Q> {
+    /// The same failure for a transport whose answers are `A`.
+    pub(crate) fn widen<A>(self) -> SendError<Q, A> {
+        match self {
+            Self::NotSent(q, e) => SendError::NotSent(q, e),
+            Self::Replayable(q, e) => SendError::Replayable(q, e),
+            Self::Failed(e) => SendError::Failed(e),
+            Self::Status(_, never) => match never {},
+        }
+    }
+}
+
+/// A request an attempt gives back with a retryable answer ([`SendError::Status`]).
+pub(crate) trait Resend {
+    /// Its answer goes to the client after all: whatever was kept to send it again is released
+    /// (the engine's kept body is consumed from the client's buffer).
+    fn settle(self);
+}
+
+impl<B> Resend for http::Request<B> {
+    fn settle(self) {}
 }
 
 /// An upstream answer whose status decides the endpoint's outcome.
 pub(crate) trait Answer {
     fn status(&self) -> u16;
+
+    /// Dropped before a retry: its connection goes back to `w`'s pool when what is left of the
+    /// answer is already read (a connection that cannot be drained cheaply is closed).
+    fn discard(self, _w: &Worker, _svc: &ServiceRuntime)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 impl<B> Answer for Response<B> {
@@ -101,7 +136,7 @@ impl Call<'_> {
 ///
 /// Only the endpoint's own faults ([`Fault::Endpoint`]) reach outlier detection; a dropped
 /// attempt (the client went away) releases its in-flight slot and records no latency.
-pub(crate) async fn attempts<Q, A, F, Fut>(
+pub(crate) async fn attempts<Q: Resend, A, F, Fut>(
     call: &Call<'_>,
     mut req: Q,
     mut send: F,
@@ -111,7 +146,7 @@ pub(crate) async fn attempts<Q, A, F, Fut>(
 where
     A: Answer,
     F: FnMut(SocketAddr, Q, Option<std::time::Duration>) -> Fut,
-    Fut: std::future::Future<Output = Result<A, SendError<Q>>>,
+    Fut: std::future::Future<Output = Result<A, SendError<Q, A>>>,
 {
     let (w, route, svc, start) = (call.w, call.route, call.svc, call.start);
     let _slot = match route.config.max_in_flight {
@@ -133,6 +168,9 @@ where
         let mut exclude = None;
         let mut attempts_left = route.config.retries;
         let mut last_error = None;
+        // A retryable answer held until another endpoint is found for the retry (boxed: a rare
+        // path that would make every request's attempt state larger).
+        let mut held: Option<Box<(A, Instant, u64)>> = None;
         loop {
             let sent_at = if exclude.is_none() {
                 start
@@ -146,10 +184,22 @@ where
             };
             let now = sent;
             let limit = svc.config.max_in_flight_per_endpoint;
+            let panic = svc.config.outlier.panic_threshold;
             let picked = with_rng(|rng| {
                 svc.balancer
-                    .pick_within(&svc.endpoints, now, exclude, limit, rng)
+                    .pick_panicking(&svc.endpoints, now, exclude, limit, panic, rng)
             });
+            if let Some(h) = held.take() {
+                let (answer, answered, second) = *h;
+                if picked.is_none() {
+                    // Nowhere else to go: the answer the client gets is the upstream's.
+                    route.budget.refund(second);
+                    req.settle();
+                    return Ok((answer, answered));
+                }
+                w.metrics.count_retry(RetryReason::Status);
+                answer.discard(w, svc);
+            }
             let Some(ei) = picked else {
                 // A retry that finds no other endpoint reports why the first attempt failed.
                 if let Some(e) = last_error {
@@ -176,17 +226,24 @@ where
             let answered = Instant::now();
             let now = nanos_at(answered);
             // Takes the request back for another endpoint, or says why it cannot be.
-            let mut retry = |reason: RetryReason, e: ProxyError, r: Box<Q>| {
+            // A retry's place: false when none is left or the budget is spent (counted).
+            let mut allowed = |e: &dyn std::fmt::Display| {
                 if attempts_left == 0 {
-                    return Err(e);
+                    return false;
                 }
                 if !route.budget.withdraw(policy, now / SECOND) {
                     w.metrics.retries_refused.fetch_add(1, Relaxed);
                     tracing::debug!(error = %e, route = %route.config.name, "retry budget spent");
+                    return false;
+                }
+                attempts_left -= 1;
+                true
+            };
+            let mut retry = |reason: RetryReason, e: ProxyError, r: Box<Q>| {
+                if !allowed(&e) {
                     return Err(e);
                 }
                 tracing::debug!(error = %e, reason = reason.as_str(), "retrying on another endpoint");
-                attempts_left -= 1;
                 w.metrics.count_retry(reason);
                 exclude = Some(ei);
                 last_error = Some(e);
@@ -202,11 +259,34 @@ where
                     let status = answer.status();
                     if status >= 500 {
                         let why = format!("answered {status}");
-                        call.record(ei, Outcome::ServerError, now, &why);
+                        call.record(ei, Outcome::ServerError(status), now, &why);
                     } else {
                         call.record(ei, Outcome::Success, now, &"");
                     }
                     return Ok((answer, answered));
+                }
+                Err(SendError::Status(r, answer)) => {
+                    observe_latency(
+                        &ep.stats,
+                        now,
+                        Duration::from_nanos(now.saturating_sub(sent)),
+                    );
+                    let status = answer.status();
+                    let why = format!("answered {status}");
+                    let outcome = match status {
+                        500.. => Outcome::ServerError(status),
+                        _ => Outcome::Success,
+                    };
+                    call.record(ei, outcome, now, &why);
+                    if !allowed(&why) {
+                        r.settle();
+                        return Ok((answer, answered));
+                    }
+                    tracing::debug!(status, reason = "status", "retrying on another endpoint");
+                    // Counted and discarded once another endpoint is found for it.
+                    held = Some(Box::new((answer, answered, now / SECOND)));
+                    exclude = Some(ei);
+                    req = *r;
                 }
                 Err(SendError::NotSent(r, e)) if e.is_retryable() => {
                     call.blame(ei, &e, now);
@@ -248,12 +328,13 @@ where
     }
 }
 
-/// A place among a route's `max_in_flight` requests, held until dropped (the attempts end, or
-/// the client went away).
-struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
+/// A place among a route's `max_in_flight` requests (or the gateway's), held until dropped (the
+/// attempts end, or the client went away).
+pub(crate) struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
 
 impl<'a> Slot<'a> {
-    fn take(load: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Self> {
+    /// A place under `max` in `load`; None when all are taken.
+    pub(crate) fn take(load: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Self> {
         let taken = load
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .is_ok();

@@ -16,7 +16,7 @@ use super::body::ResponseBody;
 use super::error::{respond, ProxyError};
 use super::trace::{Incoming, SpanFacts, Trace, TraceContext};
 use super::worker::{with_rng, ConnInfo, Worker};
-use crate::balance::{any_usable, nanos_at};
+use crate::balance::{any_usable_within, nanos_at};
 use crate::policy::ResponseHeaders;
 use crate::snapshot::{RouteRuntime, ServiceRuntime, Snapshot};
 use crate::split::Choice;
@@ -194,8 +194,10 @@ impl<'a> Exchange<'a> {
         // the request's start time, and one read when the upstream answers serves every later
         // use.
         let now = self.start_nanos;
-        let usable =
-            |b: usize| any_usable(&snap.services[route.backends[b].service].endpoints, now);
+        let usable = |b: usize| {
+            let svc = &snap.services[route.backends[b].service];
+            any_usable_within(&svc.endpoints, now, svc.config.outlier.panic_threshold)
+        };
         let bi = match with_rng(|rng| route.split.choose(req, usable, rng)) {
             Choice::Backend(b) => b,
             Choice::Empty(_) | Choice::Nothing => {

@@ -15,6 +15,7 @@ mod chunked;
 mod duplex;
 pub(super) mod forward;
 pub(crate) mod head;
+mod idle;
 mod io;
 mod read;
 mod respond;
@@ -24,16 +25,17 @@ mod timers;
 mod upload;
 pub(crate) mod upstream;
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Method, Version};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::duplex::Uploaded;
 use self::head::{Field, Framing, RequestHead};
+use self::idle::Watched;
 use self::read::{read_request, whole_body, Read, HEAD_BUF};
 use self::respond::{
     add_fields, answer, error_reply, forward_body, linger, response_head, switch_protocols,
@@ -44,12 +46,12 @@ use self::timers::{LazyDeadline, Stop, Timers};
 use self::upload::Body;
 pub(super) use self::upstream::Pool;
 use self::upstream::{Downstream, Outgoing};
-use super::attempts::attempts;
+use super::attempts::{attempts, Slot};
 use super::error::{ClientFault, ProxyError};
 use super::exchange::{policy_answer, Exchange};
 use super::trace::Incoming;
 use super::worker::{stopped, with_rng, ConnInfo, Worker};
-use crate::config::{ClientTimeouts, UpstreamProtocol};
+use crate::config::{ClientTimeouts, StatusSet, UpstreamProtocol};
 use crate::policy::{Gate, RequestView, UpstreamEdits};
 
 /// Per-connection scratch buffers, reused by every request on it.
@@ -200,6 +202,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         }
         // An unread body ends the connection; an HTTP/1.0 client is told it stays.
         let after_error = reply_for(!head.keep_alive || head.framing != Framing::None, asked);
+        // Load shedding: held until the answer has been relayed.
+        let _admitted = match snap.config.gateway.max_in_flight {
+            None => None,
+            Some(max) => match Slot::take(&w.metrics.in_flight, max) {
+                Some(slot) => Some(slot),
+                None => {
+                    w.metrics.shed.fetch_add(1, Relaxed);
+                    refuse!(ProxyError::Overloaded("the gateway".into()), after_error);
+                }
+            },
+        };
         let filled = if snap.needs_headers {
             head.fill_headers(&self.s.fields)
         } else if snap.table.reads_host() {
@@ -287,6 +300,23 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         if let Err(e) = written {
             refuse!(e, after_error);
         }
+        // The replay buffer: a small body of a request that may be sent again is read whole
+        // first, so a retry can send it again.
+        let resendable = head.req.method().is_idempotent() || route.config.retry.non_idempotent;
+        if resendable && route.config.retries > 0 && !head.expect_continue && !asked.upgrade {
+            let keep = match head.framing {
+                Framing::Length(n) => n <= route.config.retry.body_max,
+                Framing::Chunked => route.config.max_body.is_none(),
+                Framing::None | Framing::Close => false,
+            };
+            if keep {
+                let max = usize::try_from(route.config.retry.body_max).unwrap_or(usize::MAX);
+                let timeout = route.config.timeout;
+                if let Err(e) = self.keep_body(head.framing, max, (start, timeout)).await {
+                    refuse!(e, Reply::Close);
+                }
+            }
+        }
         // Attempts: balance, exchange, retries.
         let waiting = AtomicBool::new(false);
         let out = Outgoing {
@@ -303,8 +333,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
             },
             connect_timeout: svc.config.connect_timeout,
             now: start,
-            idempotent: head.req.method().is_idempotent() || route.config.retry.non_idempotent,
+            idempotent: resendable,
             max_body: route.config.max_body,
+            retry_on: match route.config.retries {
+                0 => &StatusSet::EMPTY,
+                _ => &route.config.retry.on_status,
+            },
         };
         // A protocol switch takes its upstream connection for good: never from or to the pool.
         let pool = (!asked.upgrade).then(|| w.upstreams.raw());
@@ -344,7 +378,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                 .await;
         }
         let idle = (svc.config.max_idle_per_endpoint, svc.config.idle_timeout);
-        self.relay(&ex, up, asked, idle).await
+        self.relay(&ex, up, asked, idle, route.config.body_idle_timeout)
+            .await
+    }
+
+    /// Reads the request body into the client buffer until it is all there, or `max` bytes of
+    /// it are (then it streams, and is never sent twice), within the route's timeout from the
+    /// request's start.
+    async fn keep_body(
+        &mut self,
+        framing: Framing,
+        max: usize,
+        (start, timeout): (Instant, std::time::Duration),
+    ) -> Result<(), ProxyError> {
+        let until = start + timeout;
+        while whole_body(&self.buf, framing).is_none() && self.buf.len() < max {
+            if self.buf.capacity() - self.buf.len() < HEAD_BUF {
+                self.buf.reserve(HEAD_BUF.max(self.buf.len()));
+            }
+            match tokio::time::timeout_at(until, self.io.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(ProxyError::ClientTimeout(timeout)),
+                Ok(Ok(0) | Err(_)) => return Err(ProxyError::ClientClosed("connection closed")),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The answer phase: the response head the client gets, then its body relayed while the
@@ -356,6 +414,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         up: upstream::Answered,
         asked: Asked,
         idle: (usize, std::time::Duration),
+        body_idle: std::time::Duration,
     ) -> Next {
         let upstream::Answered {
             mut conn,
@@ -381,10 +440,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
         add_fields(down, &ex.policy);
         let head_len = conn.head.len;
         conn.buf.advance(head_len);
+        // Bytes moved either way during the body relay (the body-idle timeout's watch).
+        let progress = AtomicU64::new(0);
+        let from = ex.answered.unwrap_or(ex.start);
+        let watch = idle::watch(&mut self.t.route, from, body_idle, &progress);
         let (forwarded, uploaded) = match body {
             Body::Sent | Body::Abandoned => {
-                let up = (&mut conn.io, &mut conn.buf);
-                let forwarded = forward_body(&mut self.io, up, down, framing, decode).await;
+                let mut up_io = Watched::new(&mut conn.io, &progress);
+                let up = (&mut up_io, &mut conn.buf);
+                let mut client = Watched::new(&mut self.io, &progress);
+                let forwarding = forward_body(&mut client, up, down, framing, decode);
+                let forwarded = tokio::select! {
+                    biased;
+                    f = forwarding => f,
+                    () = watch => Err(Cut::Idle),
+                };
                 let uploaded = match abandoned {
                     true => Uploaded::Unfinished,
                     false => Uploaded::Sent,
@@ -401,7 +471,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                 }
                 let client = (&mut self.io, &mut self.buf);
                 let upstream = (&mut *conn, &mut *upload, &self.s.up[..]);
-                duplex::relay(client, upstream, (&down[..], framing, decode)).await
+                let both = (&down[..], framing, decode);
+                tokio::select! {
+                    biased;
+                    r = duplex::relay(client, upstream, both, &progress) => r,
+                    () = watch => (Err(Cut::Idle), Uploaded::Unfinished),
+                }
             }
         };
         match (forwarded, uploaded) {
@@ -440,6 +515,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                 Next::Close
             }
             (Err(Cut::Upstream), _) => Next::Close,
+            (Err(Cut::Idle), _) => {
+                // Cut truthfully: the client sees a short body and the close.
+                tracing::debug!(request_id = ?id, timeout = ?body_idle, "body relay idle; cut");
+                ex.w.metrics.body_idle_timeouts.fetch_add(1, Relaxed);
+                Next::Close
+            }
         }
     }
 }

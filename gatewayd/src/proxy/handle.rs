@@ -7,7 +7,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::attempts::{attempts, SendError};
+use super::attempts::{attempts, SendError, Slot};
 use super::body::ResponseBody;
 use super::error::{respond, ClientFault, Fault, ProxyError};
 use super::exchange::{policy_answer, Exchange, Policies};
@@ -73,6 +73,16 @@ async fn handle_inner(
     ex: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (w, conn, snap) = (ex.w, ex.conn, ex.snap);
+    // Load shedding (HTTP/2 streams hold their place until the response head).
+    let _admitted = match snap.config.gateway.max_in_flight {
+        None => None,
+        Some(max) => Some(Slot::take(&w.metrics.in_flight, max).ok_or_else(|| {
+            w.metrics
+                .shed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ProxyError::Overloaded("the gateway".into())
+        })?),
+    };
     let (parts, body) = req.into_parts();
     let (body, watch) = RequestBody::watched(body);
     let mut req = Request::from_parts(parts, body);
@@ -146,6 +156,10 @@ async fn handle_inner(
         && (req.method().is_idempotent() || route.config.retry.non_idempotent))
         .then(|| head_copy(&req));
     let replay = replay.as_ref();
+    let retry_on = match route.config.retries {
+        0 => Default::default(),
+        _ => route.config.retry.on_status,
+    };
     let send_once = |addr, req, try_timeout: Option<std::time::Duration>| async move {
         let sent = if upgrade {
             w.upstreams
@@ -162,9 +176,13 @@ async fn handle_inner(
                     .unwrap_or(Err(SendError::Failed(ProxyError::UpstreamTimeout(t)))),
             }
         };
-        let sent = match (sent, replay) {
+        let sent = match (sent.map_err(SendError::widen), replay) {
             (Err(SendError::Failed(e)), Some(head)) if matches!(e.fault(), Fault::Endpoint(_)) => {
                 Err(SendError::Replayable(Box::new(rebuild(head)), e))
+            }
+            // An answer the route retries on, to a request that can be sent again.
+            (Ok(answer), Some(head)) if retry_on.contains(answer.0.status().as_u16()) => {
+                Err(SendError::Status(Box::new(rebuild(head)), answer))
             }
             (other, _) => other,
         };

@@ -19,11 +19,13 @@ pub enum RetryReason {
     TryTimeout,
     /// The endpoint closed or reset the connection before a response head.
     Reset,
+    /// The endpoint answered a status the route retries on (`retry_on`).
+    Status,
 }
 
 impl RetryReason {
     /// Every reason, in the order of [`RetryReason::index`].
-    pub const ALL: [RetryReason; 3] = [Self::Connect, Self::TryTimeout, Self::Reset];
+    pub const ALL: [RetryReason; 4] = [Self::Connect, Self::TryTimeout, Self::Reset, Self::Status];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +33,7 @@ impl RetryReason {
             Self::Connect => "connect",
             Self::TryTimeout => "try_timeout",
             Self::Reset => "reset",
+            Self::Status => "status",
         }
     }
 
@@ -73,6 +76,15 @@ impl RetryBudget {
         }
         self.cur_retries.fetch_add(1, Relaxed);
         true
+    }
+
+    /// Gives back a retry taken at `second` and not made after all.
+    pub fn refund(&self, second: u64) {
+        if self.second.load(Relaxed) == second {
+            let _ = self
+                .cur_retries
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     fn roll(&self, second: u64) {

@@ -30,6 +30,7 @@ fn route(name: &str) -> RouteConfig {
         retries: 1,
         retry: RetryPolicy::default(),
         policies: Vec::new(),
+        body_idle_timeout: Duration::from_secs(60),
         max_in_flight: None,
         max_body: None,
         on_empty_backend: OnEmptyBackend::Failover,

@@ -73,7 +73,7 @@ async fn load(gw: &Gateway, clients: usize, per_client: u64, midway: impl FnOnce
 
 async fn retried(gw: &Gateway) -> f64 {
     let m = gw.admin_get_text(&client(), "/metrics").await;
-    ["connect", "try_timeout", "reset"]
+    ["connect", "try_timeout", "reset", "status"]
         .iter()
         .map(|r| sample(&m, &format!("meshgate_retries_total{{reason=\"{r}\"}}")))
         .sum()

@@ -5,6 +5,7 @@
 //! the task must be `Send`), so any stream type works, TLS included, without a split.
 
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -12,6 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head::Framing;
+use super::idle::Watched;
 use super::respond::{forward_body, Cut, Forwarded};
 use super::upload::Upload;
 use super::upstream::Conn;
@@ -36,21 +38,25 @@ struct Shared<'a, 'b, C>(&'a Mutex<&'b mut C>);
 /// Relays the response body (its head already in `down_head`) from `conn` to the client while
 /// `upload` carries on sending the request (`up_head`, of which an early answer may have left
 /// a part unwritten, then the body from the client: `buf` holds what was read of it) to the
-/// same upstream connection.
+/// same upstream connection. Every byte moved either way counts in `progress` (the body-idle
+/// timeout's watch).
 pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     (io, buf): (&mut C, &mut BytesMut),
     (conn, upload, up_head): (&mut Conn, &mut Upload, &[u8]),
     (down_head, framing, decode): (&[u8], Framing, bool),
+    progress: &AtomicU64,
 ) -> (Result<Forwarded, Cut>, Uploaded) {
     upload.answered = true;
     let client = Mutex::new(io);
-    let (mut down_w, mut down_r) = (Shared(&client), Shared(&client));
+    let watched = |io| Watched::new(io, progress);
+    let (mut down_w, mut down_r) = (watched(Shared(&client)), watched(Shared(&client)));
     let Conn {
         io: up,
         buf: up_buf,
         ..
     } = conn;
-    let (mut up_r, mut up_w) = up.split();
+    let (up_r, up_w) = up.split();
+    let (mut up_r, mut up_w) = (Watched::new(up_r, progress), Watched::new(up_w, progress));
     let forwarded = forward_body(&mut down_w, (&mut up_r, up_buf), down_head, framing, decode);
     let mut forwarded = std::pin::pin!(forwarded);
     // A client still waiting for its `100 Continue` holds its body back: it is not awaited.

@@ -164,6 +164,8 @@ pub(super) enum Cut {
     Client,
     /// The upstream closed, failed or sent a malformed body.
     Upstream,
+    /// No byte moved either way for the route's `body_idle_timeout`.
+    Idle,
 }
 
 pub(super) async fn forward_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(

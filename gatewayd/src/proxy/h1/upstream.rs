@@ -17,10 +17,13 @@ use super::head::Framing;
 use super::io::{write_all_vectored, READ_BUF};
 use super::response::ResponseHead;
 use super::upload::{Body, Upload};
+use crate::config::StatusSet;
 use crate::fxhash::FxHashMap;
-use crate::proxy::attempts::{Answer, SendError};
+use crate::proxy::attempts::{Answer, Resend, SendError};
 use crate::proxy::error::ProxyError;
 use crate::proxy::transport::connect_tcp;
+use crate::proxy::worker::Worker;
+use crate::snapshot::ServiceRuntime;
 
 /// One upstream connection and its read buffer.
 #[derive(Debug)]
@@ -150,6 +153,17 @@ pub struct Outgoing<'a, C> {
     /// The route's `max_body` (checked here for chunked bodies; a declared length was checked
     /// before).
     pub max_body: Option<u64>,
+    /// Answers given back for a retry ([`SendError::Status`]) when the request can be sent
+    /// again (empty: none).
+    pub retry_on: &'a StatusSet,
+}
+
+impl<C> Resend for Outgoing<'_, C> {
+    fn settle(self) {
+        if let Some(n) = self.buffered {
+            self.down.buf.advance(n);
+        }
+    }
 }
 
 /// A response head received from the upstream, with the connection it came on (what an attempt
@@ -170,6 +184,24 @@ impl Answer for Answered {
     fn status(&self) -> u16 {
         self.conn.head.status
     }
+
+    fn discard(self, w: &Worker, svc: &ServiceRuntime) {
+        let Self { conn, addr, body } = self;
+        let head = &conn.head;
+        // Pooled only when the whole answer is already read (a small error body comes with its
+        // head): draining more would hold the retry up.
+        let drained = match head.framing(false) {
+            Framing::Length(n) => (conn.buf.len() - head.len) as u64 == n,
+            Framing::None => conn.buf.len() == head.len,
+            _ => false,
+        };
+        if drained && !head.close && matches!(body, Body::Sent) {
+            let (max_idle, idle) = (svc.config.max_idle_per_endpoint, svc.config.idle_timeout);
+            w.upstreams
+                .raw()
+                .give_back(addr, conn, max_idle, idle, Instant::now());
+        }
+    }
 }
 
 /// Sends `out` to `addr` on a pooled connection (or a new one; always a new one without a pool)
@@ -187,7 +219,7 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
-) -> Result<Answered, SendError<Outgoing<'a, C>>> {
+) -> Result<Answered, SendError<Outgoing<'a, C>, Answered>> {
     loop {
         // A request that cannot be sent twice (a streamed body, a non-idempotent method) only
         // takes a pooled connection that looks alive.
@@ -222,12 +254,16 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
         };
         match got {
             Ok(()) => {
-                out.down.buf.advance(n);
-                return Ok(Answered {
+                let answered = Answered {
                     conn,
                     addr,
                     body: Body::Sent,
-                });
+                };
+                if resendable && out.retry_on.contains(answered.conn.head.status) {
+                    return Err(SendError::Status(Box::new(out), answered));
+                }
+                out.down.buf.advance(n);
+                return Ok(answered);
             }
             // Closed while idle in the pool: the request never reached a live connection.
             Err(HeadError::Nothing(_)) if reused && resendable => continue,
@@ -238,11 +274,11 @@ pub async fn exchange<'a, C: AsyncRead + AsyncWrite + Unpin>(
 
 /// The error for a response head that did not come; `again` decides whether the request
 /// comes back for another attempt (it cannot after a malformed answer).
-fn head_failed<Q>(
+fn head_failed<Q, A>(
     e: HeadError,
     addr: SocketAddr,
-    again: impl FnOnce(ProxyError) -> SendError<Q>,
-) -> SendError<Q> {
+    again: impl FnOnce(ProxyError) -> SendError<Q, A>,
+) -> SendError<Q, A> {
     match e {
         HeadError::Nothing(reason) => again(ProxyError::UpstreamBroken {
             addr,
@@ -273,7 +309,7 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     out: Outgoing<'a, C>,
     try_timeout: Option<Duration>,
-) -> Result<Answered, SendError<Outgoing<'a, C>>> {
+) -> Result<Answered, SendError<Outgoing<'a, C>, Answered>> {
     let Outgoing { head, down, .. } = out;
     let mut upload = Upload::new(out.framing, out.max_body, down.expect_continue, addr);
     let got = {
