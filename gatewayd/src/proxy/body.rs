@@ -2,9 +2,12 @@
 //! the pool at the end) or a small in-memory body; an enum rather than a box, no allocation per
 //! response. The request body is in `request_body`.
 
+use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -27,7 +30,29 @@ pub enum ResponseBody {
         /// Counts a body the client stopped taking before its end (None once the body ended
         /// or failed on the upstream's side).
         client_gone: Option<Arc<Registry>>,
+        /// The route's `body_idle_timeout`.
+        idle: BodyIdle,
     },
+}
+
+/// The body-idle timeout of a streamed upstream body: its timer is made the first time the
+/// upstream makes the client wait (most bodies never do), and pushed back by every frame.
+#[derive(Debug)]
+pub struct BodyIdle {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error a body cut for idleness ends with (HTTP/2: the stream is reset).
+#[derive(Debug, thiserror::Error)]
+#[error("no byte from the upstream within {0:?}: body cut")]
+pub struct BodyIdleTimeout(Duration);
+
+impl BodyIdle {
+    /// No byte for `limit` cuts the body.
+    pub fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
 }
 
 impl ResponseBody {
@@ -44,12 +69,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(
                 b.take()
@@ -60,8 +85,27 @@ impl Body for ResponseBody {
                 body,
                 ret,
                 client_gone,
+                idle,
             } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
+                match (&r, &mut idle.timer) {
+                    (Poll::Pending, timer) => {
+                        let limit = idle.limit;
+                        let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        if t.as_mut().poll(cx).is_ready() {
+                            // Cut truthfully: an error, never a clean end.
+                            if let Some(m) = client_gone.take() {
+                                m.body_idle_timeouts.fetch_add(1, Relaxed);
+                            }
+                            return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(limit)))));
+                        }
+                    }
+                    (Poll::Ready(_), Some(t)) => {
+                        let next = tokio::time::Instant::now() + idle.limit;
+                        t.as_mut().reset(next);
+                    }
+                    (Poll::Ready(_), None) => {}
+                }
                 if matches!(r, Poll::Ready(Some(Err(_)))) {
                     // The upstream broke it: not the client's doing.
                     *client_gone = None;
@@ -73,7 +117,7 @@ impl Body for ResponseBody {
                         ret.give_back();
                     }
                 }
-                r
+                r.map(|f| f.map(|f| f.map_err(Into::into)))
             }
         }
     }
@@ -100,6 +144,7 @@ impl Drop for ResponseBody {
             body,
             ret,
             client_gone,
+            ..
         } = self
         {
             if body.is_end_stream() {

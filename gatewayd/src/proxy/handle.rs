@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::attempts::{attempts, SendError, Slot};
-use super::body::ResponseBody;
+use super::body::{BodyIdle, ResponseBody};
 use super::error::{respond, ClientFault, Fault, ProxyError};
 use super::exchange::{policy_answer, Exchange, Policies};
 use super::headers;
@@ -238,6 +238,7 @@ async fn handle_inner(
         body,
         ret,
         client_gone: Some(w.metrics.clone()),
+        idle: BodyIdle::new(route.config.body_idle_timeout),
     }))
 }
 

@@ -201,7 +201,7 @@ async fn h1_to_close(gw: &Gateway, path: &str) -> Vec<u8> {
 }
 
 /// Status of an HTTP/2 GET, and how its body ended: Ok(bytes) when cleanly, Err otherwise.
-async fn h2_body_end(gw: &Gateway, path: &str) -> (u16, Result<usize, String>) {
+pub(super) async fn h2_body_end(gw: &Gateway, path: &str) -> (u16, Result<usize, String>) {
     let io = TcpStream::connect(gw.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(io).await.unwrap();
     let conn = tokio::spawn(async move {

@@ -346,7 +346,8 @@ async fn a_small_body_is_replayed_after_a_503_and_a_large_one_never_sent_twice()
 }
 
 /// An upstream that stops sending mid-body: after `body_idle_timeout` the client sees the body
-/// cut short and the connection closed (never a clean short answer), and the cut is counted;
+/// cut short and the connection closed, or its HTTP/2 stream reset (never a clean short
+/// answer), and the cut is counted;
 /// a body that trickles slower than the route timeout but never pauses that long gets through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_cut_after_the_body_idle_timeout() {
@@ -411,11 +412,16 @@ async fn a_body_that_stalls_is_cut_after_the_body_idle_timeout() {
         "not before the timeout: {waited:?}"
     );
     assert_eq!(metric(&gw, "meshgate_body_idle_timeouts_total").await, 1.0);
+    // HTTP/2: the stream is reset, not ended cleanly.
+    let (status, ended) = super::faults::h2_body_end(&gw, "/stall").await;
+    assert_eq!(status, 200);
+    assert!(ended.is_err(), "HTTP/2 stream reset: {ended:?}");
+    assert_eq!(metric(&gw, "meshgate_body_idle_timeouts_total").await, 2.0);
     // 1.8 s of body (longer than the route's 1 s timeout), never 1 s without a byte.
     let r = client().get(gw.url("/steady")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "steady");
-    assert_eq!(metric(&gw, "meshgate_body_idle_timeouts_total").await, 1.0);
+    assert_eq!(metric(&gw, "meshgate_body_idle_timeouts_total").await, 2.0);
     upstream.abort();
 }
 
