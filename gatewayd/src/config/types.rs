@@ -665,8 +665,9 @@ pub struct RouteConfig {
     /// `meshgate_route_latency_objective_seconds` for alert rules (None: no objective).
     pub latency_objective: Option<Duration>,
     /// Extra attempts, each on another endpoint than the one that just failed: after a connect
-    /// failure (any request), and after a per-try timeout or a connection closed before the
-    /// response head (requests that can be sent again: see [`RetryPolicy`]).
+    /// failure (any request), and after a per-try timeout, a connection closed before the
+    /// response head or an answer in `retry.on_status` (requests that can be sent again: see
+    /// [`RetryPolicy`]).
     pub retries: u32,
     /// When a sent request may be sent again, and how many retries the route may make.
     pub retry: RetryPolicy,
