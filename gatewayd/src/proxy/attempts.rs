@@ -127,9 +127,10 @@ impl Call<'_> {
 }
 
 /// Sends `req` to the service's endpoints: balance, retry on another endpoint what was never
-/// sent or may be sent again (within the route's `retries` and retry budget), feed outlier
-/// detection and latency estimates, all within the route's timeout. `send` carries one attempt
-/// over whatever transport the caller uses, with the route's per-try timeout.
+/// sent or may be sent again (within the route's `retries` and retry budget; an answer in the
+/// route's `retry_on` is discarded once another endpoint is found, relayed when none is), feed
+/// outlier detection and latency estimates, all within the route's timeout. `send` carries one
+/// attempt over whatever transport the caller uses, with the route's per-try timeout.
 /// `deadline` resolves when the route's timeout (from `start`) has passed; `client_slow` says,
 /// at that moment, whether the attempt was waiting for the client's body rather than for the
 /// upstream (then the client gets a 408 and the endpoint is not blamed).
@@ -225,7 +226,6 @@ where
             trying.store(usize::MAX, Relaxed);
             let answered = Instant::now();
             let now = nanos_at(answered);
-            // Takes the request back for another endpoint, or says why it cannot be.
             // A retry's place: false when none is left or the budget is spent (counted).
             let mut allowed = |e: &dyn std::fmt::Display| {
                 if attempts_left == 0 {
@@ -239,6 +239,7 @@ where
                 attempts_left -= 1;
                 true
             };
+            // Takes the request back for another endpoint, or says why it cannot be.
             let mut retry = |reason: RetryReason, e: ProxyError, r: Box<Q>| {
                 if !allowed(&e) {
                     return Err(e);
