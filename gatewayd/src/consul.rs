@@ -55,6 +55,10 @@ pub struct ConsulLink {
     watchers: Mutex<Watchers>,
     cache: Mutex<BTreeMap<String, CachedService>>,
     registration: tokio::sync::Mutex<Option<Registration>>,
+    /// The `meshgate` service watch of fleet-wide rate limits, while one is configured.
+    fleet_watch: Mutex<Option<CancellationToken>>,
+    /// This gateway's registration id, once chosen.
+    own_id: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ConsulLink {
@@ -83,6 +87,21 @@ fn watch_options(svc: &ConsulService) -> ServiceWatchOptions {
         tags: svc.tags.clone(),
         datacenter: svc.datacenter.clone(),
     }
+}
+
+/// The gateways alive: the passing `meshgate` instances, this one counted whether or not its
+/// own registration is listed yet (it is serving), at least 1.
+pub fn fleet_size(set: &EndpointSet, own_id: Option<&str>) -> u32 {
+    let listed = set
+        .endpoints()
+        .iter()
+        .filter(|e| Some(e.id.as_str()) != own_id)
+        .count();
+    let own = u32::from(own_id.is_some());
+    u32::try_from(listed)
+        .unwrap_or(u32::MAX)
+        .saturating_add(own)
+        .max(1)
 }
 
 /// One service in the last-good cache file.
@@ -141,6 +160,8 @@ impl ConsulLink {
             watchers: Mutex::new(Watchers::default()),
             cache: Mutex::new(BTreeMap::new()),
             registration: tokio::sync::Mutex::new(None),
+            fleet_watch: Mutex::new(None),
+            own_id: Mutex::new(None),
         });
         link.seed_from_cache(config);
         link.sync(config);
@@ -158,6 +179,7 @@ impl ConsulLink {
     /// Starts watchers for Consul-backed services that have none, stops those of services that
     /// are gone or changed. Called at start and after every applied reload.
     pub fn sync(self: &Arc<Self>, config: &Config) {
+        self.sync_fleet(crate::policy::PolicyRegistry::wants_fleet(config));
         let wanted: BTreeMap<String, ConsulService> = config
             .services
             .iter()
@@ -202,6 +224,47 @@ impl ConsulLink {
                 self.spawn_service(slot.key().0.clone(), slot.key().1.clone(), token.clone());
                 slot.insert(token);
             }
+        }
+    }
+
+    /// Follows the gateways alive (passing instances of service `meshgate`) while a
+    /// fleet-wide rate limit is configured, and tells the policies their count.
+    fn sync_fleet(self: &Arc<Self>, wanted: bool) {
+        let mut w = self.fleet_watch.lock().unwrap_or_else(|e| e.into_inner());
+        match (wanted, w.take()) {
+            (true, Some(token)) => *w = Some(token),
+            (true, None) => {
+                let token = self.shutdown.child_token();
+                let link = self.clone();
+                self.rt.spawn(link.follow_fleet(token.clone()));
+                *w = Some(token);
+            }
+            (false, Some(token)) => token.cancel(),
+            (false, None) => {}
+        }
+    }
+
+    async fn follow_fleet(self: Arc<Self>, token: CancellationToken) {
+        let opts = ServiceWatchOptions::new(discovery::register::DEFAULT_SERVICE_NAME);
+        let mut rx = ServiceWatcher::new(self.client.clone(), opts).spawn(token.clone());
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let st = rx.borrow_and_update().clone();
+            // Never read yet: the last count stays (1 at start). A failed read keeps the last
+            // good set (marked stale), so an outage keeps the last known count too.
+            if st.last_success.is_none() {
+                continue;
+            }
+            let own = self
+                .own_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let n = fleet_size(&st.set, own.as_deref());
+            self.control.policies.set_fleet_size(n);
         }
     }
 
@@ -471,6 +534,7 @@ impl ConsulLink {
             .register_id
             .clone()
             .unwrap_or_else(|| format!("meshgate-{}-{}", admin.port(), std::process::id()));
+        *self.own_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         match discovery::register_self(
             self.client.clone(),
             id.clone(),
@@ -512,5 +576,32 @@ impl ConsulLink {
             }
         }
         self.shutdown.cancel();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> EndpointSet {
+        EndpointSet::new(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| Endpoint {
+                    id: (*id).to_string(),
+                    ..Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_fleet_counts_this_gateway_once_listed_or_not() {
+        assert_eq!(fleet_size(&set(&["a", "b"]), Some("a")), 2);
+        assert_eq!(fleet_size(&set(&["b"]), Some("a")), 2, "not listed yet");
+        assert_eq!(fleet_size(&set(&[]), Some("a")), 1);
+        assert_eq!(fleet_size(&set(&[]), None), 1, "never below one");
+        assert_eq!(fleet_size(&set(&["a", "b", "c"]), None), 3);
     }
 }

@@ -23,6 +23,7 @@ mod rate_limit;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -32,7 +33,7 @@ pub use cors::{Cors, Verdict};
 pub use forward_auth::{ForwardAuth, FAILURE_MODE_ALLOWED, LATENCY_BUCKETS};
 pub use jwks::JwksStatus;
 pub use jwt::{Claims, Jwt};
-pub use rate_limit::{Decision, RateLimit, RATELIMIT, RATELIMIT_POLICY};
+pub use rate_limit::{fleet_share, Decision, RateLimit, RATELIMIT, RATELIMIT_POLICY};
 
 use crate::config::{Config, PolicyConfig, PolicyKind};
 
@@ -149,6 +150,8 @@ enum Compiled {
 #[derive(Debug, Default)]
 pub struct PolicyRegistry {
     by_name: Mutex<HashMap<String, (PolicyConfig, Compiled)>>,
+    /// Gateways alive in the fleet, as Consul last told (0: not known yet).
+    fleet: AtomicU32,
 }
 
 impl PolicyRegistry {
@@ -163,7 +166,8 @@ impl PolicyRegistry {
                 let compiled = match &cfg.kind {
                     PolicyKind::Cors(c) => Compiled::Cors(Arc::new(Cors::new(c))),
                     PolicyKind::RateLimit(r) => {
-                        Compiled::RateLimit(Arc::new(RateLimit::new(name, r)))
+                        let fleet = self.fleet.load(Relaxed);
+                        Compiled::RateLimit(Arc::new(RateLimit::new(name, r, fleet)))
                     }
                     PolicyKind::Jwt(j) => Compiled::Jwt(Arc::new(Jwt::new(name, j))),
                     PolicyKind::ForwardAuth(f) => {
@@ -203,7 +207,6 @@ impl PolicyRegistry {
     /// `allowed` or the refusal's reason (jwt: `expired`, `unknown_kid`, ...), `allowed`,
     /// `allowed_cached`, `denied`, `failed_closed`, `failed_open` (forward_auth).
     pub fn decisions(&self) -> Vec<(String, &'static str, u64)> {
-        use std::sync::atomic::Ordering::Relaxed;
         let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = Vec::new();
         for (n, (_, c)) in by_name.iter() {
@@ -236,6 +239,49 @@ impl PolicyRegistry {
                 }
             }
         }
+        v.sort();
+        v
+    }
+
+    /// Sets the number of gateways alive (from Consul's `meshgate` service): every
+    /// `scope = "fleet"` limit re-divides among them, keeping its buckets.
+    pub fn set_fleet_size(&self, gateways: u32) {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        if self.fleet.swap(gateways, Relaxed) != gateways {
+            tracing::info!(
+                gateways,
+                "fleet size changed; fleet-wide rate limits re-divided"
+            );
+        }
+        for (_, c) in by_name.values() {
+            if let Compiled::RateLimit(l) = c {
+                l.set_fleet(gateways);
+            }
+        }
+    }
+
+    /// True when a compiled policy is a fleet-wide rate limit (the fleet's size is then
+    /// followed in Consul).
+    pub fn wants_fleet(config: &Config) -> bool {
+        config
+            .policies
+            .values()
+            .any(|p| matches!(&p.kind, PolicyKind::RateLimit(r) if r.fleet))
+    }
+
+    /// Fleet-wide rate limits: (policy, gateways divided among, share per period, share burst).
+    pub fn fleet_shares(&self) -> Vec<(String, u32, u32, u32)> {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = by_name
+            .iter()
+            .filter_map(|(n, (cfg, c))| match (c, &cfg.kind) {
+                (Compiled::RateLimit(l), PolicyKind::RateLimit(r)) if r.fleet => {
+                    let (count, burst) = l.share();
+                    Some((n.clone(), l.gateways(), count, burst))
+                }
+                _ => None,
+            })
+            .collect();
         v.sort();
         v
     }

@@ -11,6 +11,7 @@ mod cases {
     pub mod discovery;
     pub mod duplex;
     pub mod faults;
+    pub mod fleet_limits;
     pub mod gwctl_cli;
     pub mod gwctl_tui;
     pub mod http1;

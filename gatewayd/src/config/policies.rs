@@ -137,6 +137,9 @@ pub struct RateLimitConfig {
     pub key: RateKey,
     /// Buckets kept at most; keys beyond share one overflow bucket.
     pub max_keys: usize,
+    /// `scope = "fleet"`: the limit is the whole fleet's; each gateway enforces its share
+    /// (rate and burst divided by the gateways alive in Consul, rounded up).
+    pub fleet: bool,
 }
 
 /// What a rate limit counts separately.

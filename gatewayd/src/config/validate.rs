@@ -169,7 +169,13 @@ pub(super) fn validate(
     }
     let mut policy_set = BTreeMap::new();
     for (name, p) in &raw.policies {
-        if let Some(pc) = policies::policy(&mut cx, name, p, &services) {
+        if let Some(pc) = policies::policy(
+            &mut cx,
+            name,
+            p,
+            &services,
+            consul.as_ref().is_some_and(|c| c.register),
+        ) {
             policy_set.insert(name.get_ref().clone(), pc);
         }
     }

@@ -486,6 +486,18 @@ fn policy(o: &mut Out, policies: &crate::policy::PolicyRegistry) {
     for (policy, n) in policies.keys_in_use() {
         o.sample("meshgate_ratelimit_keys", &[("policy", &policy)], n);
     }
+    o.family(
+        "meshgate_ratelimit_fleet_gateways",
+        "gauge",
+        "Gateways a scope = \"fleet\" rate limit is divided among (alive in Consul), by policy.",
+    );
+    for (policy, gateways, _, _) in policies.fleet_shares() {
+        o.sample(
+            "meshgate_ratelimit_fleet_gateways",
+            &[("policy", &policy)],
+            gateways,
+        );
+    }
     policy_auth(o, policies);
 }
 

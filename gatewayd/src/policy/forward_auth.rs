@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 
-use super::{Answer, Headers, RequestView, ResponseHeaders, UpstreamEdits};
+use super::{Answer, RequestView, ResponseHeaders, UpstreamEdits};
 use crate::config::{ForwardAuthConfig, UpstreamProtocol};
 use crate::proxy::{RequestBody, Worker};
 use crate::snapshot::Snapshot;
@@ -98,7 +98,10 @@ impl ForwardAuth {
             .remove
             .extend(self.cfg.response_headers.iter().cloned());
         edits.remove.push(FAILURE_MODE_ALLOWED);
-        let key = self.cfg.cache_ttl.map(|_| self.cache_key(req.headers));
+        let key = self
+            .cfg
+            .cache_ttl
+            .map(|_| cache_key(req, &self.cfg.cache_key));
         let now = crate::balance::now_nanos();
         if let Some(hit) = key.as_ref().and_then(|k| self.cache.get(k)) {
             if hit.until > now {
@@ -280,22 +283,6 @@ impl ForwardAuth {
         Ok(sub)
     }
 
-    /// The cache key: each key header's value, length-prefixed (absent and empty differ).
-    fn cache_key(&self, headers: &(dyn Headers + Sync)) -> Box<[u8]> {
-        let mut k = Vec::new();
-        for name in &self.cfg.cache_key {
-            match headers.get(name) {
-                None => k.push(0),
-                Some(v) => {
-                    k.push(1);
-                    k.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    k.extend_from_slice(v);
-                }
-            }
-        }
-        k.into_boxed_slice()
-    }
-
     /// Caches an allow; a full cache drops its expired entries first (at most once a second)
     /// and, still full, does not cache.
     fn remember(
@@ -343,6 +330,38 @@ impl ForwardAuth {
     }
 }
 
+/// The cache key of an allow: what the subrequest tells the auth service about the request
+/// (method, scheme, host, path and query) and each `cache_key` header's value, every part
+/// length-prefixed (absent and empty differ). So an allow for `GET /a` never answers for
+/// `DELETE /b`, nor for another host, whatever the headers. The client's address is not part
+/// of it (docs/configuration.md says so).
+fn cache_key(req: &RequestView<'_>, headers: &[HeaderName]) -> Box<[u8]> {
+    fn part(k: &mut Vec<u8>, v: Option<&[u8]>) {
+        match v {
+            None => k.push(0),
+            Some(v) => {
+                k.push(1);
+                k.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                k.extend_from_slice(v);
+            }
+        }
+    }
+    let mut k = Vec::with_capacity(64);
+    part(&mut k, Some(req.method.as_str().as_bytes()));
+    part(&mut k, Some(if req.tls { &b"https"[..] } else { b"http" }));
+    let host = req
+        .headers
+        .get(&http::header::HOST)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+    part(&mut k, host);
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    part(&mut k, Some(target.as_bytes()));
+    for name in headers {
+        part(&mut k, req.headers.get(name));
+    }
+    k.into_boxed_slice()
+}
+
 /// Lowers an endpoint's in-flight count when the subrequest ends, however it ends.
 struct Done<'a>(&'a std::sync::atomic::AtomicU32);
 
@@ -365,4 +384,67 @@ fn is_framing(name: &HeaderName) -> bool {
     ]
     .contains(name)
         || name == "keep-alive"
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::IpAddr;
+
+    use http::{HeaderMap, Method, Uri};
+
+    use super::*;
+
+    fn key(method: Method, uri: &str, host: &str, auth: Option<&str>, tls: bool) -> Box<[u8]> {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(a) = auth {
+            h.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        let uri: Uri = uri.parse().unwrap();
+        let req = RequestView {
+            method: &method,
+            uri: &uri,
+            client: IpAddr::from([127, 0, 0, 1]),
+            tls,
+            headers: &h,
+        };
+        cache_key(&req, &[http::header::AUTHORIZATION])
+    }
+
+    #[test]
+    fn the_cache_key_is_the_request_the_auth_service_saw_plus_the_chosen_headers() {
+        let base = key(Method::GET, "/a", "api.example", Some("Bearer t"), false);
+        assert_eq!(
+            base,
+            key(Method::GET, "/a", "api.example", Some("Bearer t"), false)
+        );
+        for other in [
+            key(Method::DELETE, "/b", "api.example", Some("Bearer t"), false),
+            key(Method::DELETE, "/a", "api.example", Some("Bearer t"), false),
+            key(Method::GET, "/b", "api.example", Some("Bearer t"), false),
+            key(
+                Method::GET,
+                "/a?x=1",
+                "api.example",
+                Some("Bearer t"),
+                false,
+            ),
+            key(Method::GET, "/a", "admin.example", Some("Bearer t"), false),
+            key(Method::GET, "/a", "api.example", Some("Bearer t"), true),
+            key(Method::GET, "/a", "api.example", Some("Bearer u"), false),
+            key(Method::GET, "/a", "api.example", Some(""), false),
+            key(Method::GET, "/a", "api.example", None, false),
+        ] {
+            assert_ne!(base, other);
+        }
+        // Parts are length-prefixed: moving bytes between parts changes the key.
+        assert_ne!(
+            key(Method::GET, "/ab", "h", None, false),
+            key(Method::GET, "/a", "bh", None, false)
+        );
+    }
 }

@@ -1,23 +1,31 @@
 //! `kind = "rate_limit"`: GCRA (governor) per key, a bounded key table, and the IETF
 //! `RateLimit-Policy` / `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers, Structured
 //! Fields: `"name";q=10;w=2` and `"name";r=3;t=1`).
+//!
+//! `scope = "fleet"`: the configured rate and burst are the fleet's. Each gateway enforces its
+//! share, both divided by the number of gateways alive (rounded up, so never zero), and builds
+//! a new limiter over the same key table when that number changes ([`RateLimit::set_fleet`]).
+
+mod store;
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock, Reference as _};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
 
 use super::jwt::Claims;
 use super::Headers;
 use crate::config::{RateKey, RateLimitConfig};
+use store::{BoundedStore, ShareStore};
 
 /// Header names.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -29,13 +37,32 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub struct RateLimit {
     name: String,
     key: RateKey,
-    quota: Quota,
-    limiter: RateLimiter<u64, BoundedStore, DefaultClock, StateInformationMiddleware>,
+    cfg: RateLimitConfig,
+    share: Shares,
+    table: Arc<BoundedStore>,
     clock: DefaultClock,
+    /// The first limiter's clock reading: later limiters' offsets are measured from it.
+    origin: <DefaultClock as Clock>::Instant,
     hasher: std::collections::hash_map::RandomState,
-    policy_value: HeaderValue,
     /// Requests let through, and limited.
     pub(super) decisions: [AtomicU64; 2],
+}
+
+/// The limiter in use: fixed for a local limit; swapped as the fleet changes for a fleet one
+/// (only fleet limits pay for the swap's load).
+#[derive(Debug)]
+enum Shares {
+    Local(Share),
+    Fleet(ArcSwap<Share>),
+}
+
+/// This gateway's part of the limit: the quota for `gateways` gateways and its limiter.
+#[derive(Debug)]
+struct Share {
+    gateways: u32,
+    quota: Quota,
+    limiter: RateLimiter<u64, ShareStore, DefaultClock, StateInformationMiddleware>,
+    policy_value: HeaderValue,
 }
 
 /// Within or over the limit, with the headers every answer carries.
@@ -52,34 +79,52 @@ pub enum Decision {
     },
 }
 
+/// A fleet-wide limit's share on one of `gateways` gateways: `(count, burst)` each divided and
+/// rounded up, so a share is never zero and the fleet admits at most `gateways - 1` more than
+/// configured per period (and per burst).
+pub fn fleet_share(
+    count: NonZeroU32,
+    burst: NonZeroU32,
+    gateways: u32,
+) -> (NonZeroU32, NonZeroU32) {
+    let n = gateways.max(1);
+    let div = |v: NonZeroU32| NonZeroU32::new(v.get().div_ceil(n)).unwrap_or(NonZeroU32::MIN);
+    (div(count), div(burst))
+}
+
 impl RateLimit {
-    /// A limiter for `cfg`, named `name` in its headers.
-    pub fn new(name: &str, cfg: &RateLimitConfig) -> Self {
-        // GCRA: one request every per/count, `burst` at once.
-        let interval = cfg.per / cfg.count.get();
-        let quota = Quota::with_period(interval.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| Quota::per_second(cfg.count))
-            .allow_burst(cfg.burst);
+    /// A limiter for `cfg`, named `name` in its headers. A fleet limit starts with the share of
+    /// `gateways` gateways (the registry's last known count; 0 or 1: the whole limit).
+    pub fn new(name: &str, cfg: &RateLimitConfig, gateways: u32) -> Self {
         let clock = DefaultClock::default();
-        let store = BoundedStore::new(cfg.max_keys, quota.burst_size_replenished_in());
-        let limiter: RateLimiter<u64, BoundedStore, DefaultClock> =
-            RateLimiter::new(quota, store, clock.clone());
-        let limiter = limiter.with_middleware::<StateInformationMiddleware>();
-        let window = quota.burst_size_replenished_in().as_secs().max(1);
-        let policy_value = HeaderValue::from_str(&format!(
-            "\"{}\";q={};w={window}",
-            sf_string(name),
-            cfg.burst
-        ))
-        .unwrap_or(HeaderValue::from_static("\"limit\""));
+        let origin = clock.now();
+        let gateways = if cfg.fleet { gateways.max(1) } else { 1 };
+        let (count, burst) = fleet_share(cfg.count, cfg.burst, gateways);
+        // The refill time of a full bucket is the same for every share (both are divided).
+        let refill = quota(cfg.per, count, burst).burst_size_replenished_in();
+        let table = Arc::new(BoundedStore::new(cfg.max_keys, refill));
+        let first = Share::new(
+            name,
+            cfg.per,
+            (count, burst),
+            gateways,
+            &table,
+            &clock,
+            origin,
+        );
         Self {
             name: name.to_string(),
             key: cfg.key.clone(),
-            quota,
-            limiter,
+            cfg: cfg.clone(),
+            share: if cfg.fleet {
+                Shares::Fleet(ArcSwap::from_pointee(first))
+            } else {
+                Shares::Local(first)
+            },
+            table,
             clock,
+            origin,
             hasher: std::collections::hash_map::RandomState::new(),
-            policy_value,
             decisions: Default::default(),
         }
     }
@@ -94,6 +139,45 @@ impl RateLimit {
         matches!(self.key, RateKey::Claim(_))
     }
 
+    /// The number of gateways the limit is divided among (1 for a local limit).
+    pub fn gateways(&self) -> u32 {
+        match &self.share {
+            Shares::Local(_) => 1,
+            Shares::Fleet(s) => s.load().gateways,
+        }
+    }
+
+    /// This gateway's share now: (requests per period, burst).
+    pub fn share(&self) -> (u32, u32) {
+        let (count, burst) = fleet_share(self.cfg.count, self.cfg.burst, self.gateways());
+        (count.get(), burst.get())
+    }
+
+    /// Re-divides a fleet limit among `gateways` gateways (0 counts as 1). Every key keeps its
+    /// bucket: its debt, in time, carries over to the new share. No-op for a local limit or an
+    /// unchanged count.
+    pub fn set_fleet(&self, gateways: u32) {
+        let gateways = gateways.max(1);
+        if let Shares::Fleet(s) = &self.share {
+            if s.load().gateways != gateways {
+                s.store(Arc::new(self.build(gateways)));
+            }
+        }
+    }
+
+    fn build(&self, gateways: u32) -> Share {
+        let (count, burst) = fleet_share(self.cfg.count, self.cfg.burst, gateways);
+        Share::new(
+            &self.name,
+            self.cfg.per,
+            (count, burst),
+            gateways,
+            &self.table,
+            &self.clock,
+            self.origin,
+        )
+    }
+
     /// Counts one request of `client` (its headers, the claims of its verified token) against
     /// its bucket.
     pub fn check(
@@ -103,15 +187,23 @@ impl RateLimit {
         claims: Option<&Claims>,
     ) -> Decision {
         let key = self.key_of(client, headers, claims);
-        match self.limiter.check_key(&key) {
+        let guard;
+        let share = match &self.share {
+            Shares::Local(s) => s,
+            Shares::Fleet(s) => {
+                guard = s.load();
+                &**guard
+            }
+        };
+        match share.limiter.check_key(&key) {
             Ok(snapshot) => {
                 self.decisions[0].fetch_add(1, Relaxed);
                 let left = snapshot.remaining_burst_capacity();
-                let used = self.quota.burst_size().get().saturating_sub(left);
-                let reset = (self.quota.replenish_interval() * used)
+                let used = share.quota.burst_size().get().saturating_sub(left);
+                let reset = (share.quota.replenish_interval() * used)
                     .as_secs_f64()
                     .ceil() as u64;
-                Decision::Allow(self.headers(left, reset))
+                Decision::Allow(share.headers(&self.name, left, reset))
             }
             Err(not_until) => {
                 self.decisions[1].fetch_add(1, Relaxed);
@@ -119,7 +211,7 @@ impl RateLimit {
                 let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
                 Decision::Deny {
                     retry_after,
-                    headers: self.headers(0, retry_after),
+                    headers: share.headers(&self.name, 0, retry_after),
                 }
             }
         }
@@ -127,19 +219,7 @@ impl RateLimit {
 
     /// Buckets held now (the overflow bucket not counted).
     pub fn keys(&self) -> usize {
-        self.limiter.len()
-    }
-
-    fn headers(&self, remaining: u32, reset: u64) -> [(HeaderName, HeaderValue); 2] {
-        let now = HeaderValue::from_str(&format!(
-            "\"{}\";r={remaining};t={reset}",
-            sf_string(&self.name)
-        ))
-        .unwrap_or(HeaderValue::from_static("\"limit\""));
-        [
-            (RATELIMIT_POLICY, self.policy_value.clone()),
-            (RATELIMIT, now),
-        ]
+        self.table.len()
     }
 
     /// A 64-bit hash of the key's value (random per process, so clients cannot aim collisions).
@@ -161,6 +241,60 @@ impl RateLimit {
     }
 }
 
+/// GCRA: one request every `per / count`, `burst` at once.
+fn quota(per: Duration, count: NonZeroU32, burst: NonZeroU32) -> Quota {
+    let interval = per / count.get();
+    Quota::with_period(interval.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(burst)
+}
+
+// === impl Share ===
+
+impl Share {
+    fn new(
+        name: &str,
+        per: Duration,
+        (count, burst): (NonZeroU32, NonZeroU32),
+        gateways: u32,
+        table: &Arc<BoundedStore>,
+        clock: &DefaultClock,
+        origin: <DefaultClock as Clock>::Instant,
+    ) -> Self {
+        let quota = quota(per, count, burst);
+        // The limiter's start is read right after this (within nanoseconds: negligible next to
+        // any emission interval).
+        let offset: Nanos = clock.now().duration_since(origin);
+        let store = ShareStore {
+            table: table.clone(),
+            offset,
+        };
+        let limiter =
+            RateLimiter::<u64, ShareStore, DefaultClock>::new(quota, store, clock.clone())
+                .with_middleware::<StateInformationMiddleware>();
+        let window = quota.burst_size_replenished_in().as_secs().max(1);
+        let policy_value =
+            HeaderValue::from_str(&format!("\"{}\";q={burst};w={window}", sf_string(name)))
+                .unwrap_or(HeaderValue::from_static("\"limit\""));
+        Self {
+            gateways,
+            quota,
+            limiter,
+            policy_value,
+        }
+    }
+
+    fn headers(&self, name: &str, remaining: u32, reset: u64) -> [(HeaderName, HeaderValue); 2] {
+        let now =
+            HeaderValue::from_str(&format!("\"{}\";r={remaining};t={reset}", sf_string(name)))
+                .unwrap_or(HeaderValue::from_static("\"limit\""));
+        [
+            (RATELIMIT_POLICY, self.policy_value.clone()),
+            (RATELIMIT, now),
+        ]
+    }
+}
+
 /// A Structured Fields string's content: only printable ASCII, `"` and `\` escaped.
 pub(super) fn sf_string(s: &str) -> String {
     s.chars()
@@ -170,91 +304,6 @@ pub(super) fn sf_string(s: &str) -> String {
             c => vec![c],
         })
         .collect()
-}
-
-/// Governor's per-key GCRA states in a table of at most `max` keys. A key that finds the table
-/// full shares one overflow bucket with every other such key, so a flood of distinct keys is
-/// limited as a whole and memory stays bounded (about 64 bytes a key). Keys idle for longer than
-/// a full bucket's refill are indistinguishable from new ones and are evicted when the table is
-/// full, at most once a second.
-#[derive(Debug)]
-pub struct BoundedStore {
-    map: DashMap<u64, Entry>,
-    max: usize,
-    overflow: InMemoryState,
-    idle_after: u64,
-    last_sweep: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Entry {
-    state: InMemoryState,
-    /// Seconds (coarse clock) of the last request.
-    seen: AtomicU64,
-}
-
-impl BoundedStore {
-    fn new(max: usize, refill: Duration) -> Self {
-        Self {
-            map: DashMap::new(),
-            max,
-            overflow: InMemoryState::default(),
-            idle_after: refill.as_secs() + 1,
-            last_sweep: AtomicU64::new(0),
-        }
-    }
-
-    fn sweep(&self, now: u64) {
-        let last = self.last_sweep.load(Relaxed);
-        if now == last
-            || self
-                .last_sweep
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        self.map
-            .retain(|_, e| now.saturating_sub(e.seen.load(Relaxed)) <= self.idle_after);
-    }
-}
-
-impl StateStore for BoundedStore {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let now = crate::balance::now_nanos() / 1_000_000_000;
-        if let Some(e) = self.map.get(key) {
-            e.seen.store(now, Relaxed);
-            return e.state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        if self.map.len() >= self.max {
-            self.sweep(now);
-            if self.map.len() >= self.max {
-                return self.overflow.measure_and_replace(&NotKeyed::NonKey, f);
-            }
-        }
-        let e = self.map.entry(*key).or_default();
-        e.seen.store(now, Relaxed);
-        e.state.measure_and_replace(&NotKeyed::NonKey, f)
-    }
-}
-
-impl governor::state::keyed::ShrinkableKeyedStateStore<u64> for BoundedStore {
-    fn retain_recent(&self, _drop_below: Nanos) {
-        self.sweep(crate::balance::now_nanos() / 1_000_000_000);
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -271,17 +320,85 @@ mod tests {
         }
     }
 
+    fn config(count: u32, per: u64, burst: u32, max_keys: usize) -> RateLimitConfig {
+        RateLimitConfig {
+            count: NonZeroU32::new(count).unwrap(),
+            per: Duration::from_secs(per),
+            burst: NonZeroU32::new(burst).unwrap(),
+            key: RateKey::ClientIp,
+            max_keys,
+            fleet: false,
+        }
+    }
+
     fn limit(count: u32, per: u64, burst: u32, max_keys: usize) -> RateLimit {
-        RateLimit::new(
-            "per-client",
-            &RateLimitConfig {
-                count: NonZeroU32::new(count).unwrap(),
-                per: Duration::from_secs(per),
-                burst: NonZeroU32::new(burst).unwrap(),
-                key: RateKey::ClientIp,
-                max_keys,
-            },
-        )
+        RateLimit::new("per-client", &config(count, per, burst, max_keys), 1)
+    }
+
+    fn fleet(count: u32, per: u64, burst: u32, gateways: u32) -> RateLimit {
+        let cfg = RateLimitConfig {
+            fleet: true,
+            ..config(count, per, burst, 100)
+        };
+        RateLimit::new("fleet", &cfg, gateways)
+    }
+
+    /// Requests of `client` let through out of `tries` (windows of hours: nothing refills
+    /// while the test runs).
+    fn admitted(l: &RateLimit, client: u32, tries: usize) -> usize {
+        (0..tries)
+            .filter(|_| matches!(l.check(ip(client), &NoHeaders, None), Decision::Allow(_)))
+            .count()
+    }
+
+    #[test]
+    fn a_fleet_share_is_rounded_up_and_never_zero() {
+        let n = |v| NonZeroU32::new(v).unwrap();
+        let share = |c, b, g| {
+            let (c, b) = fleet_share(n(c), n(b), g);
+            (c.get(), b.get())
+        };
+        assert_eq!(share(10, 20, 1), (10, 20));
+        assert_eq!(share(10, 20, 3), (4, 7));
+        assert_eq!(share(5, 5, 2), (3, 3));
+        assert_eq!(share(1, 1, 10), (1, 1));
+        assert_eq!(share(6, 6, 0), (6, 6), "no count known: the whole limit");
+    }
+
+    #[test]
+    fn a_fleet_limit_enforces_its_share_and_re_divides_keeping_each_bucket() {
+        let l = fleet(4, 3600, 4, 2);
+        assert_eq!((l.gateways(), l.share()), (2, (2, 2)));
+        assert_eq!(admitted(&l, 1, 5), 2, "half of 4 on each of 2 gateways");
+        let Decision::Allow([(_, policy), _]) = l.check(ip(2), &NoHeaders, None) else {
+            panic!("a new key has its share")
+        };
+        assert_eq!(
+            policy, "\"fleet\";q=2;w=3600",
+            "the policy announces this gateway's share"
+        );
+        // One gateway left: the share grows back to the whole limit. A key that spent its
+        // whole share stays spent (its debt in time carries over: the other gateway may have
+        // let as many through), a key that spent half of it has half of the new one.
+        l.set_fleet(1);
+        assert_eq!((l.gateways(), l.share()), (1, (4, 4)));
+        assert_eq!(admitted(&l, 1, 4), 0);
+        assert_eq!(admitted(&l, 2, 4), 2);
+        assert_eq!(admitted(&l, 3, 6), 4, "a new key gets the whole limit");
+        // Four gateways: a quarter each, never zero.
+        l.set_fleet(4);
+        assert_eq!(l.share(), (1, 1));
+        assert_eq!(admitted(&l, 4, 3), 1);
+        l.set_fleet(0);
+        assert_eq!(l.gateways(), 1, "no gateway known counts as this one alone");
+    }
+
+    #[test]
+    fn a_local_limit_ignores_the_fleet() {
+        let l = limit(4, 3600, 4, 100);
+        l.set_fleet(4);
+        assert_eq!((l.gateways(), l.share()), (1, (4, 4)));
+        assert_eq!(admitted(&l, 1, 5), 4);
     }
 
     fn ip(i: u32) -> IpAddr {

@@ -451,11 +451,14 @@ async fn a_rate_limit_keyed_by_a_claim_counts_each_subject() {
 
 /// An auth service: `Bearer allow` → 200 with `X-Auth-User: alice`; `Bearer deny` → 401 with
 /// a body and `WWW-Authenticate`; `Bearer redirect` → 302 to a login page; `Bearer boom` →
-/// 500; `Bearer slow` → answers after 3 s.
+/// 500; `Bearer slow` → answers after 3 s; `Bearer reader` → 200 for a `GET`, 403 otherwise.
 async fn auth_service() -> Server {
     Server::start(|_, seen: Seen| async move {
         let auth = values(&seen, "authorization").join(",");
+        let method = values(&seen, "x-forwarded-method").join(",");
         match auth.as_str() {
+            "Bearer reader" if method == "GET" => (200, vec![], String::new()),
+            "Bearer reader" => (403, vec![], "{\"title\":\"read only\"}".into()),
             "Bearer allow" | "Bearer other" => (
                 200,
                 vec![
@@ -649,27 +652,56 @@ async fn forward_auth_caches_allows_by_the_chosen_headers_and_never_denials() {
         );
     }
     assert_eq!(auth.hits(), 1, "the allow was cached");
-    let (status, _) = h2(&gw, "/cached/b", &[("authorization", "Bearer allow")]).await;
+    let (status, _) = h2(&gw, "/cached/a", &[("authorization", "Bearer allow")]).await;
     assert_eq!(status, 200);
     assert_eq!(auth.hits(), 1, "HTTP/2 shares the cache");
+    // The key is the request as the auth service saw it (method, host, path and query) plus
+    // the chosen headers: another path, query, key or method asks again.
+    for (path, key) in [
+        ("/cached/b", "Bearer allow"),
+        ("/cached/a?page=2", "Bearer allow"),
+        ("/cached/a", "Bearer other"),
+    ] {
+        let before = auth.hits();
+        let r = get(&http, &gw, path, &[("authorization", key)]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(auth.hits(), before + 1, "{path} with {key} asks again");
+    }
     let r = get(
         &http,
         &gw,
         "/cached/a",
-        &[("authorization", "Bearer other")],
+        &[("authorization", "Bearer reader")],
     )
     .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(auth.hits(), 2, "another key asks again");
+    assert_eq!(auth.hits(), 5);
+    // An allow for GET /cached/a never allows DELETE /cached/b, nor DELETE /cached/a.
+    for path in ["/cached/b", "/cached/a", "/cached/a"] {
+        let r = http
+            .delete(gw.url(path))
+            .header("authorization", "Bearer reader")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "DELETE {path}");
+    }
+    assert_eq!(auth.hits(), 8, "each DELETE asked; denials are not cached");
+    let upstream_hits = up.hits();
     for _ in 0..2 {
         let r = get(&http, &gw, "/cached/a", &[("authorization", "Bearer nope")]).await;
         assert_eq!(r.status(), 401);
     }
-    assert_eq!(auth.hits(), 4, "denials are not cached");
+    assert_eq!(auth.hits(), 10, "denials are not cached");
+    assert_eq!(
+        up.hits(),
+        upstream_hits,
+        "no denied request reached the upstream"
+    );
     let metrics = gw.admin_get_text(&http, "/metrics").await;
     for line in [
         "meshgate_policy_decisions_total{policy=\"fa-cached\",outcome=\"allowed_cached\"} 3",
-        "meshgate_forward_auth_cache_entries{policy=\"fa-cached\"} 2",
+        "meshgate_forward_auth_cache_entries{policy=\"fa-cached\"} 5",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }

@@ -25,6 +25,7 @@ pub(super) fn policy(
     name: &Spanned<String>,
     p: &Spanned<PolicyFile>,
     services: &BTreeMap<String, ServiceConfig>,
+    registers: bool,
 ) -> Option<PolicyConfig> {
     let before = cx.errors.len();
     let n = name.get_ref();
@@ -52,7 +53,7 @@ pub(super) fn policy(
     }
     let kind = match kind {
         "cors" => PolicyKind::Cors(cors(cx, f, &prefix)),
-        "rate_limit" => PolicyKind::RateLimit(rate_limit(cx, f, &prefix, p.span())?),
+        "rate_limit" => PolicyKind::RateLimit(rate_limit(cx, f, &prefix, p.span(), registers)?),
         "jwt" => PolicyKind::Jwt(super::auth::jwt(cx, f, &prefix, p.span())?),
         "forward_auth" => PolicyKind::ForwardAuth(super::auth::forward_auth(
             cx,
@@ -318,6 +319,7 @@ fn rate_limit(
     f: &PolicyFile,
     prefix: &str,
     table: Range<usize>,
+    registers: bool,
 ) -> Option<RateLimitConfig> {
     let Some(rate) = &f.rate else {
         cx.err(
@@ -379,17 +381,18 @@ fn rate_limit(
         None => DEFAULT_MAX_KEYS,
         Some(m) => cx.int(m, &format!("{prefix}.max_keys"), 1, 10_000_000)?,
     };
+    let mut fleet = false;
     if let Some(s) = &f.scope {
         match s.get_ref().as_str() {
             "local" => {}
-            "fleet" => {
-                cx.err(
-                    s.span(),
-                    format!("{prefix}.scope"),
-                    "scope = \"fleet\" is not implemented yet; \"local\" limits each gateway on its own",
-                );
-                return None;
-            }
+            // A fleet needs the gateways to find each other: each counts the passing
+            // instances of service `meshgate`, its own registration among them.
+            "fleet" if !registers => cx.err(
+                s.span(),
+                format!("{prefix}.scope"),
+                "scope = \"fleet\" divides the limit among the gateways registered in Consul: it needs [consul] with register = true",
+            ),
+            "fleet" => fleet = true,
             other => {
                 cx.err(
                     s.span(),
@@ -406,6 +409,7 @@ fn rate_limit(
         burst,
         key,
         max_keys,
+        fleet,
     })
 }
 
@@ -506,7 +510,7 @@ mod tests {
             (
                 "[policies.per-client]\nkind = \"rate_limit\"\nrate = \"5/s\"\nscope = \"fleet\"\n",
                 "policies.per-client.scope",
-                "not implemented yet",
+                "needs [consul] with register = true",
             ),
             (
                 "[policies.per-client]\nkind = \"jwt\"\n",
