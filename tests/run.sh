@@ -13,6 +13,9 @@ cargo build --workspace --bins --locked
 echo "== tmux (the console test drives gwctl in a real terminal)"
 # CI runs as root on Debian.
 command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
+echo "== chromium (the CORS case loads a page in a real headless browser)"
+command -v chromium >/dev/null \
+  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 echo "== nginx (a real upstream for the HTTP/2 conformance case) and httpwg (the suite)"
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
   || { apt-get update -qq && apt-get install -y -qq nginx-light; }

@@ -7,6 +7,7 @@ mod cases {
     pub mod client_faults;
     pub mod config_check;
     pub mod consul_clients;
+    pub mod cors_browser;
     pub mod demo;
     pub mod discovery;
     pub mod duplex;
