@@ -145,6 +145,34 @@ enum Compiled {
     ForwardAuth(Arc<ForwardAuth>),
 }
 
+// === impl Compiled ===
+
+impl Compiled {
+    /// Decisions by outcome label, every outcome of the kind.
+    fn outcomes(&self) -> Vec<(&'static str, u64)> {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+        match self {
+            Compiled::Cors(c) => ["preflight_allowed", "preflight_refused"]
+                .into_iter()
+                .zip(c.preflights.iter().map(load))
+                .collect(),
+            Compiled::RateLimit(r) => ["allowed", "limited"]
+                .into_iter()
+                .zip(r.decisions.iter().map(load))
+                .collect(),
+            Compiled::Jwt(j) => jwt::Outcome::ALL
+                .iter()
+                .map(|o| o.label())
+                .zip(j.decisions.iter().map(load))
+                .collect(),
+            Compiled::ForwardAuth(f) => forward_auth::OUTCOMES
+                .into_iter()
+                .zip(f.decisions.iter().map(load))
+                .collect(),
+        }
+    }
+}
+
 /// Compiled policies by name, kept across reloads while their config is unchanged (so
 /// rate-limit buckets, key sets and auth caches are not reset by an unrelated change).
 #[derive(Debug, Default)]
@@ -208,39 +236,64 @@ impl PolicyRegistry {
     /// `allowed_cached`, `denied`, `failed_closed`, `failed_open` (forward_auth).
     pub fn decisions(&self) -> Vec<(String, &'static str, u64)> {
         let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = Vec::new();
-        for (n, (_, c)) in by_name.iter() {
-            let mut push = |label, count: &std::sync::atomic::AtomicU64| {
-                v.push((n.clone(), label, count.load(Relaxed)))
-            };
-            match c {
-                Compiled::Cors(c) => {
-                    for (l, count) in ["preflight_allowed", "preflight_refused"]
-                        .into_iter()
-                        .zip(&c.preflights)
-                    {
-                        push(l, count);
-                    }
-                }
-                Compiled::RateLimit(r) => {
-                    for (l, count) in ["allowed", "limited"].into_iter().zip(&r.decisions) {
-                        push(l, count);
-                    }
-                }
-                Compiled::Jwt(j) => {
-                    for (o, count) in jwt::Outcome::ALL.iter().zip(&j.decisions) {
-                        push(o.label(), count);
-                    }
-                }
-                Compiled::ForwardAuth(f) => {
-                    for (l, count) in forward_auth::OUTCOMES.into_iter().zip(&f.decisions) {
-                        push(l, count);
-                    }
-                }
-            }
-        }
+        let mut v: Vec<_> = by_name
+            .iter()
+            .flat_map(|(n, (_, c))| {
+                c.outcomes()
+                    .into_iter()
+                    .map(move |(o, count)| (n.clone(), o, count))
+            })
+            .collect();
         v.sort();
         v
+    }
+
+    /// Policy `name` for the admin API: kind, summary and decisions; None when unknown.
+    pub fn describe(&self, name: &str) -> Option<crate::admin::model::PolicyInfo> {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        let (cfg, c) = by_name.get(name)?;
+        let (kind, summary) = match (&cfg.kind, c) {
+            (PolicyKind::Cors(c), _) => ("cors", format!("{} origin(s)", c.allow_origins.len())),
+            (PolicyKind::RateLimit(r), Compiled::RateLimit(l)) => {
+                let unit = match r.per.as_secs() {
+                    1 => "s",
+                    60 => "m",
+                    3600 => "h",
+                    _ => "d",
+                };
+                let mut s = format!("{}/{unit} burst {}", r.count, r.burst);
+                if r.fleet {
+                    let (count, burst) = l.share();
+                    s.push_str(&format!(
+                        ", fleet of {}: {count}/{unit} burst {burst} here",
+                        l.gateways()
+                    ));
+                }
+                ("rate_limit", s)
+            }
+            (PolicyKind::RateLimit(_), _) => ("rate_limit", String::new()),
+            (PolicyKind::Jwt(_), Compiled::Jwt(j)) => {
+                let st = j.jwks().status();
+                let fresh = if st.loaded && !st.stale {
+                    "fresh"
+                } else {
+                    "stale"
+                };
+                ("jwt", format!("{} key(s), {fresh}", st.keys))
+            }
+            (PolicyKind::Jwt(_), _) => ("jwt", String::new()),
+            (PolicyKind::ForwardAuth(f), _) => ("forward_auth", format!("service {}", f.service)),
+        };
+        Some(crate::admin::model::PolicyInfo {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            summary,
+            decisions: c
+                .outcomes()
+                .into_iter()
+                .map(|(o, n)| (o.to_string(), n))
+                .collect(),
+        })
     }
 
     /// Sets the number of gateways alive (from Consul's `meshgate` service): every

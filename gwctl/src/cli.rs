@@ -73,8 +73,9 @@ pub struct Target {
 /// A scripted command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List routes: match, backends and weights, where the weights come from.
-    Routes,
+    /// List routes: match, backends and weights, where the weights come from. With a NAME: that
+    /// route's detail, its policies and their decisions.
+    Routes(routes::RoutesArgs),
     /// List upstream services: endpoints, health, ejections, source and staleness.
     Upstreams,
     /// Traffic per route and backend: requests, rps, errors, latency percentiles.
@@ -142,7 +143,10 @@ fn admin_urls(consul: Option<Vec<String>>, admin: &[String]) -> Vec<String> {
 pub async fn run(cmd: Command, target: &Target, clients: Vec<AdminClient>) -> anyhow::Result<()> {
     let json = target.json;
     match cmd {
-        Command::Routes => routes::routes(&clients, json).await,
+        Command::Routes(a) => match &a.name {
+            Some(name) => routes::route(&clients, name, json).await,
+            None => routes::routes(&clients, json).await,
+        },
         Command::Upstreams => upstreams::upstreams(&clients, json).await,
         Command::Stats(a) => stats::stats(&clients, &a, json).await,
         Command::Weights(w) => weights::run(&clients, w, json).await,

@@ -105,6 +105,19 @@ pub fn when(rfc3339: &str, today: &str) -> String {
     }
 }
 
+/// A policy's decisions, the non-zero ones, most first: `allowed 120 · limited 4`; `none yet`.
+pub fn decisions(d: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = d.iter().filter(|(_, n)| **n > 0).collect();
+    if v.is_empty() {
+        return "none yet".into();
+    }
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(o, n)| format!("{o} {n}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -15,6 +15,8 @@ use hdrhistogram::Histogram;
 pub const ROUTES: &str = include_str!("../../tests/fixtures/admin/routes.json");
 /// Raw text of `route_detail.json`.
 pub const ROUTE_DETAIL: &str = include_str!("../../tests/fixtures/admin/route_detail.json");
+/// Raw text of `policies.json`: a route's policies as `GET /v1/routes/{name}` lists them.
+pub const POLICIES: &str = include_str!("../../tests/fixtures/admin/policies.json");
 /// Raw text of `upstreams.json`.
 pub const UPSTREAMS: &str = include_str!("../../tests/fixtures/admin/upstreams.json");
 /// Raw text of `stats.json`.
@@ -117,6 +119,7 @@ mod tests {
     fn fixtures_round_trip_against_the_wire_types() {
         round_trip::<Vec<RouteInfo>>("routes.json", ROUTES);
         round_trip::<RouteDetail>("route_detail.json", ROUTE_DETAIL);
+        round_trip::<Vec<gatewayd::admin::model::PolicyInfo>>("policies.json", POLICIES);
         round_trip::<Vec<UpstreamInfo>>("upstreams.json", UPSTREAMS);
         round_trip::<Stats>("stats.json", STATS);
         round_trip::<Vec<Event>>("events.json", EVENTS);

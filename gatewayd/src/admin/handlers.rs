@@ -313,6 +313,12 @@ fn route_detail(c: &Control, name: &str) -> Resp {
         &RouteDetail {
             route: views::route_info(&snap, &snap.routes[ri], history.last()),
             history,
+            policies: snap.routes[ri]
+                .config
+                .policies
+                .iter()
+                .filter_map(|p| c.policies.describe(p))
+                .collect(),
         },
     )
 }

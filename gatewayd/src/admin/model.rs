@@ -97,6 +97,24 @@ pub struct RouteDetail {
     pub route: RouteInfo,
     /// Weight changes, oldest first (at most 100).
     pub history: Vec<WeightChange>,
+    /// The route's policies, in the route's order (absent from gateways before policies).
+    #[serde(default)]
+    pub policies: Vec<PolicyInfo>,
+}
+
+/// One of a route's policies and its decisions since it was compiled (a reload that leaves the
+/// policy unchanged keeps its counters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Policy name.
+    pub name: String,
+    /// `cors`, `rate_limit`, `jwt` or `forward_auth`.
+    pub kind: String,
+    /// What it is set to, in a few words (a rate limit's rate and, fleet-wide, its share).
+    pub summary: String,
+    /// Decisions by outcome (the `outcome` label of `meshgate_policy_decisions_total`), every
+    /// outcome of its kind listed, zero included.
+    pub decisions: BTreeMap<String, u64>,
 }
 
 /// One weight change.

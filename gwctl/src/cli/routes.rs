@@ -1,12 +1,59 @@
 //! `gwctl routes`, `gwctl status`, `gwctl reload`.
 
+use clap::Args;
 use serde::Serialize;
 
 use super::output::{print_json, Table};
-use super::{gather, split_answers};
+use super::{first_ok, gather, split_answers};
 use crate::client::AdminClient;
 use crate::format;
 use crate::rollout::{shares, weights_of};
+
+/// Arguments of `gwctl routes`.
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// A route's name: show its detail instead of the list.
+    pub name: Option<String>,
+}
+
+/// `gwctl routes NAME`: the route's match, backends, and policies with their decisions since
+/// they were compiled (JSON: the gateway's `/v1/routes/NAME`).
+pub async fn route(clients: &[AdminClient], name: &str, json: bool) -> anyhow::Result<()> {
+    let d = first_ok(clients, |c| c.route(name)).await?;
+    if json {
+        return print_json(&d);
+    }
+    let r = &d.route;
+    println!("route {}: {}", r.name, format::route_match(r));
+    let s = shares(&weights_of(r));
+    let mut t = Table::new(&["BACKEND", "SERVICE", ">WEIGHT", ">SHARE", ">HEALTHY"]);
+    for b in &r.backends {
+        t.row(vec![
+            b.name.clone(),
+            b.service.clone(),
+            b.weight.to_string(),
+            format!("{:.0}%", s.get(&b.name).copied().unwrap_or(0.0)),
+            format!("{}/{}", b.healthy_endpoints, b.endpoints),
+        ]);
+    }
+    t.print();
+    if d.policies.is_empty() {
+        println!("policies: none");
+        return Ok(());
+    }
+    println!();
+    let mut t = Table::new(&["POLICY", "KIND", "SETTINGS", "DECISIONS"]);
+    for p in &d.policies {
+        t.row(vec![
+            p.name.clone(),
+            p.kind.clone(),
+            p.summary.clone(),
+            format::decisions(&p.decisions),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
 
 /// `gwctl routes`: the routes of the first gateway that answers (JSON: its `/v1/routes`).
 pub async fn routes(clients: &[AdminClient], json: bool) -> anyhow::Result<()> {

@@ -255,3 +255,80 @@ async fn h2(
     conn.abort();
     (parts.status.as_u16(), parts.headers)
 }
+
+/// True when a line of `out` contains every one of `words`.
+fn line_in(out: &str, words: &[&str]) -> bool {
+    out.lines().any(|l| words.iter().all(|w| l.contains(w)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gwctl_shows_a_routes_policies_and_their_decisions() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let http = client();
+    for _ in 0..5 {
+        http.get(gw.url("/a"))
+            .header("x-api-key", "carol")
+            .send()
+            .await
+            .unwrap();
+    }
+    let refused = http
+        .request(reqwest::Method::OPTIONS, gw.url("/a"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let gwctl = meshgate_e2e::harness::gwctl::Gwctl::new(&gw);
+
+    let run = gwctl.run(&["routes", "api", "--json"]).await;
+    let v = run.expect_code(0).json();
+    assert_eq!(v["route"]["name"], "api", "{v}");
+    let p = v["policies"].as_array().unwrap();
+    assert_eq!(p.len(), 2, "{v}");
+    assert_eq!(
+        (p[0]["name"].as_str(), p[0]["kind"].as_str()),
+        (Some("per-key"), Some("rate_limit"))
+    );
+    assert_eq!(p[0]["summary"], "3/m burst 3");
+    assert_eq!(
+        p[0]["decisions"],
+        serde_json::json!({"allowed": 3, "limited": 2})
+    );
+    assert_eq!(
+        (p[1]["name"].as_str(), p[1]["kind"].as_str()),
+        (Some("web"), Some("cors"))
+    );
+    assert_eq!(
+        p[1]["decisions"],
+        serde_json::json!({"preflight_allowed": 0, "preflight_refused": 1})
+    );
+
+    let text = gwctl.run(&["routes", "api"]).await;
+    let out = &text.expect_code(0).stdout;
+    let line = |words: &[&str]| line_in(out, words);
+    assert!(line(&["POLICY", "KIND", "SETTINGS", "DECISIONS"]), "{out}");
+    assert!(
+        line(&[
+            "per-key",
+            "rate_limit",
+            "3/m burst 3",
+            "allowed 3 · limited 2"
+        ]),
+        "{out}"
+    );
+    assert!(line(&["web", "cors", "preflight_refused 1"]), "{out}");
+    // Another route lists only its own; an unknown one fails naming it.
+    let down = gwctl.run(&["routes", "down"]).await;
+    let out = &down.expect_code(0).stdout;
+    assert!(
+        line_in(out, &["web", "cors"]) && !out.contains("per-key"),
+        "{out}"
+    );
+    let missing = gwctl.run(&["routes", "nope"]).await;
+    assert_ne!(missing.code, Some(0), "{missing}");
+    assert!(missing.stderr.contains("nope"), "{missing}");
+}

@@ -7,6 +7,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 
+use gatewayd::admin::model::PolicyInfo;
+
 use super::super::model::{LoadState, Model, RouteRow};
 use super::super::theme;
 use super::placeholder;
@@ -36,14 +38,26 @@ pub fn render(model: &Model, frame: &mut Frame<'_>, area: Rect) {
     let tall = inner.height >= 30;
     let table_h = if tall { 11 } else { 8 };
     let hist_h = if tall { 12 } else { 4 };
-    let [info, table, charts, history] = Layout::vertical([
+    let policies = model
+        .detail
+        .data
+        .as_ref()
+        .filter(|d| &d.route.name == name)
+        .map_or(&[][..], |d| d.policies.as_slice());
+    // One line a policy (at most 4); a route without policies keeps every line for the rest.
+    let policies_h = policies.len().min(if tall { 4 } else { 2 }) as u16;
+    let [info, policy_area, table, charts, history] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(policies_h),
         Constraint::Length(table_h),
         Constraint::Min(6),
         Constraint::Length(hist_h),
     ])
     .areas(inner);
     frame.render_widget(info_line(model, row), info);
+    if !policies.is_empty() {
+        frame.render_widget(Paragraph::new(policy_lines(policies)), policy_area);
+    }
     backends_table(row, tall, frame, table);
     let run = model.canary.as_ref().filter(|c| &c.route == name);
     let charts = match run {
@@ -98,6 +112,32 @@ fn info_line<'a>(model: &Model, row: &'a RouteRow) -> Line<'a> {
         ));
     }
     Line::from(spans)
+}
+
+/// One line a policy: name and kind, decisions since it was compiled (most first: the line may
+/// be cut), settings.
+fn policy_lines(policies: &[PolicyInfo]) -> Vec<Line<'_>> {
+    policies
+        .iter()
+        .map(|p| {
+            let refused: u64 = p
+                .decisions
+                .iter()
+                .filter(|(o, _)| !o.starts_with("allowed") && o.as_str() != "preflight_allowed")
+                .map(|(_, n)| n)
+                .sum();
+            Line::from(vec![
+                Span::styled("policy ", theme::MUTED),
+                Span::styled(format!("{} ", p.name), theme::HEADER),
+                Span::raw(format!("{} ", p.kind)),
+                Span::styled(
+                    format::decisions(&p.decisions),
+                    if refused > 0 { theme::WARN } else { theme::OK },
+                ),
+                Span::styled(format!(" · {}", p.summary), theme::MUTED),
+            ])
+        })
+        .collect()
 }
 
 fn backends_table(row: &RouteRow, tall: bool, frame: &mut Frame<'_>, area: Rect) {

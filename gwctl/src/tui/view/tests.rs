@@ -127,6 +127,29 @@ fn route_detail_loaded() {
 }
 
 #[test]
+fn route_detail_with_policies() {
+    let mut m = loaded();
+    update(&mut m, Message::Open);
+    let generation = m.detail.generation;
+    let mut d = test_fixtures::route_detail();
+    d.policies = serde_json::from_str(test_fixtures::POLICIES).unwrap();
+    update(
+        &mut m,
+        Message::DetailLoaded {
+            generation,
+            result: Ok(Box::new(d)),
+        },
+    );
+    snap("detail_policies", &m);
+    let buf = draw(&m, 160, 48).backend().buffer().clone();
+    // A policy that refused requests is drawn in the warning colour, one that did not is not.
+    let (x, y) = find(&buf, "limited 7");
+    assert_eq!(buf[(x, y)].style().fg, theme::WARN.fg);
+    let (x, y) = find(&buf, "preflight_allowed 3");
+    assert_eq!(buf[(x, y)].style().fg, theme::OK.fg);
+}
+
+#[test]
 fn route_detail_loading() {
     let mut m = loaded();
     update(&mut m, Message::Open);
