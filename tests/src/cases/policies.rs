@@ -329,6 +329,6 @@ async fn gwctl_shows_a_routes_policies_and_their_decisions() {
         "{out}"
     );
     let missing = gwctl.run(&["routes", "nope"]).await;
-    assert_ne!(missing.code, Some(0), "{missing}");
+    missing.expect_code(1);
     assert!(missing.stderr.contains("nope"), "{missing}");
 }
