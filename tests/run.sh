@@ -74,6 +74,8 @@ if ! cmp -s ansible/requirements.txt .venv/.meshgate-ansible-requirements.txt; t
     -r ansible/requirements.txt
   cp ansible/requirements.txt .venv/.meshgate-ansible-requirements.txt
 fi
-# --basetemp under the git-ignored target/: each run clears the previous run's roots.
+# --basetemp under the git-ignored target/: each run clears the previous run's roots (target/ may
+# not exist when CARGO_TARGET_DIR points elsewhere).
+mkdir -p target
 PYTHONDONTWRITEBYTECODE=1 .venv/bin/python -m pytest -p no:cacheprovider -q \
   --basetemp=target/ansible-tests tests/ansible
