@@ -582,3 +582,69 @@ async fn overload_sheds_fast_503s_and_keeps_admitted_latency_and_memory_bounded(
         "memory bounded: {rss_before} KiB -> {rss_after} KiB"
     );
 }
+
+/// Degrade in place: three of four endpoints answer nothing but 503 and are ejected. With
+/// `panic_threshold = 50` the one survivor (25 % usable) is below the threshold, so the balancer
+/// ignores the ejections and spreads the load over all four again; the same service without a
+/// panic threshold sends everything to the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_panic_threshold_every_endpoint_gets_traffic_again() {
+    trace_init();
+    let http = client();
+    for (threshold, panics) in [(50, true), (0, false)] {
+        let bad = [
+            Flaky::start(|_| true).await,
+            Flaky::start(|_| true).await,
+            Flaky::start(|_| true).await,
+        ];
+        let good = Origin::start("good").await;
+        let cfg = format!(
+            "[services.svc]\nendpoints = [\"{}\", \"{}\", \"{}\", \"{}\"]\nbalance = \"round_robin\"\n\n[services.svc.outlier]\nconsecutive_gateway_errors = 2\nbase_ejection = \"60s\"\nmax_ejected_percent = 100\npanic_threshold = {threshold}\n\n{}",
+            bad[0].addr,
+            bad[1].addr,
+            bad[2].addr,
+            good.addr,
+            route("r", "/", "svc", "retries = 0\n"),
+        );
+        let gw = Gateway::start(&cfg).unwrap();
+        let bad_served = || bad.iter().map(Flaky::served).sum::<u64>();
+        // Until each bad endpoint has answered its two 503s in a row and is ejected.
+        let mut sent = 0;
+        while bad.iter().any(|b| b.served() < 2) {
+            assert!(sent < 200, "the bad endpoints never got their requests");
+            let _ = http.get(gw.url("/")).send().await.unwrap();
+            sent += 1;
+        }
+        let eps = endpoints(&gw, &http, "svc").await;
+        let ejected = eps.iter().filter(|e| e["ejected"] == true).count();
+        assert_eq!(ejected, 3, "{eps:?}");
+        let (before, good_before) = (bad_served(), good.hits());
+        let mut failed = 0;
+        for _ in 0..40 {
+            let r = http.get(gw.url("/")).send().await.unwrap();
+            if r.status() != 200 {
+                failed += 1;
+            }
+        }
+        let (to_bad, to_good) = (bad_served() - before, good.hits() - good_before);
+        println!(
+            "panic_threshold {threshold}: 40 sent after the ejections, {to_bad} to the ejected endpoints, {to_good} to the survivor, {failed} failed"
+        );
+        assert_eq!(to_bad + to_good, 40);
+        if panics {
+            // Round robin over all four again: about three in four to the ejected ones.
+            assert!(
+                to_bad >= 20,
+                "in panic the ejected endpoints get traffic: {to_bad}"
+            );
+            assert_eq!(failed, to_bad, "their 503s are relayed (retries = 0)");
+        } else {
+            assert_eq!(
+                (to_bad, failed),
+                (0, 0),
+                "no panic: the survivor takes it all"
+            );
+        }
+        drop(gw);
+    }
+}
