@@ -21,10 +21,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshgate_e2e::harness::eventually::eventually;
-use meshgate_e2e::harness::{patience, trace_init, Gateway};
+use meshgate_e2e::harness::{trace_init, Gateway};
 use serde_json::Value;
 
-use super::support::client;
+use super::support::{client, h2_once};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "orders";
@@ -287,15 +287,16 @@ async fn jwt_tokens_are_verified_and_claims_forwarded_on_both_engines() {
     // The HTTP/2 path sees the same.
     let valid = bearer(&m.token("valid"));
     let expired = bearer(&m.token("expired"));
-    let (status, _) = h2(
+    let (status, _) = h2_once(
         &gw,
+        "GET",
         "/orders",
         &[("authorization", &valid), ("x-user-sub", "mallory")],
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(values(&up.last(), "x-user-sub"), ["alice"]);
-    let (status, headers) = h2(&gw, "/orders", &[("authorization", &expired)]).await;
+    let (status, headers) = h2_once(&gw, "GET", "/orders", &[("authorization", &expired)]).await;
     assert_eq!(status, 401);
     assert!(headers["www-authenticate"]
         .to_str()
@@ -442,7 +443,7 @@ async fn a_rate_limit_keyed_by_a_claim_counts_each_subject() {
         .unwrap()
         .starts_with("\"per-sub\";r=0"));
     // Bob has his own bucket, over HTTP/2 too; a bad token is refused before any bucket.
-    let (status, _) = h2(&gw, "/limited", &[("authorization", &bob)]).await;
+    let (status, _) = h2_once(&gw, "GET", "/limited", &[("authorization", &bob)]).await;
     assert_eq!(status, 200);
     let expired = bearer(&m.token("expired"));
     let r = get(&http, &gw, "/limited", &[("authorization", &expired)]).await;
@@ -605,15 +606,17 @@ async fn forward_auth_allows_denies_redirects_and_fails_closed() {
     );
 
     // HTTP/2: the same decisions.
-    let (status, _) = h2(
+    let (status, _) = h2_once(
         &gw,
+        "GET",
         "/orders/1",
         &[("authorization", "Bearer allow"), ("x-auth-user", "eve")],
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(values(&up.last(), "x-auth-user"), ["alice"]);
-    let (status, headers) = h2(&gw, "/orders/1", &[("authorization", "Bearer nope")]).await;
+    let (status, headers) =
+        h2_once(&gw, "GET", "/orders/1", &[("authorization", "Bearer nope")]).await;
     assert_eq!(status, 401);
     assert!(headers.contains_key("www-authenticate"));
 
@@ -652,7 +655,13 @@ async fn forward_auth_caches_allows_by_the_chosen_headers_and_never_denials() {
         );
     }
     assert_eq!(auth.hits(), 1, "the allow was cached");
-    let (status, _) = h2(&gw, "/cached/a", &[("authorization", "Bearer allow")]).await;
+    let (status, _) = h2_once(
+        &gw,
+        "GET",
+        "/cached/a",
+        &[("authorization", "Bearer allow")],
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(auth.hits(), 1, "HTTP/2 shares the cache");
     // The key is the request as the auth service saw it (method, host, path and query) plus
@@ -705,31 +714,4 @@ async fn forward_auth_caches_allows_by_the_chosen_headers_and_never_denials() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
-}
-
-/// One HTTP/2 GET on its own connection: status and headers (the body is read and dropped).
-async fn h2(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap) {
-    let io = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(io).await.unwrap();
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let mut req = http::Request::builder()
-        .method("GET")
-        .uri(format!("http://{}{path}", gw.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
-    let resp = tokio::time::timeout(patience(), resp)
-        .await
-        .unwrap()
-        .unwrap();
-    let (parts, mut body) = resp.into_parts();
-    while let Some(Ok(chunk)) = body.data().await {
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    conn.abort();
-    (parts.status.as_u16(), parts.headers)
 }

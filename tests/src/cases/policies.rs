@@ -4,11 +4,10 @@
 //! the gateway and refused ones never reach the upstream; the CORS headers are on the gateway's
 //! own errors too.
 
-use bytes::Bytes;
-use meshgate_e2e::harness::{patience, trace_init, Gateway, Origin};
+use meshgate_e2e::harness::{trace_init, Gateway, Origin};
 use serde_json::Value;
 
-use super::support::{client, service};
+use super::support::{client, h2_once, service};
 
 const POLICIES: &str = "[policies.per-key]\nkind = \"rate_limit\"\nrate = \"3/m\"\nkey = \"header:x-api-key\"\n\n[policies.web]\nkind = \"cors\"\nallow_origins = [\"https://app.example.com\", \"https://*.shop.example\"]\nallow_methods = [\"GET\", \"PUT\"]\nallow_headers = [\"content-type\"]\nallow_credentials = true\nmax_age = \"10m\"\nexpose_headers = [\"x-request-id\"]\n";
 
@@ -84,11 +83,11 @@ async fn a_rate_limit_answers_429_with_its_headers_while_another_key_keeps_its_r
     );
     // Another key keeps its full rate, over HTTP/2 as well.
     for _ in 0..3 {
-        let (status, headers) = h2(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
+        let (status, headers) = h2_once(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
         assert_eq!(status, 200);
         assert!(headers.contains_key("ratelimit"));
     }
-    let (status, _) = h2(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
+    let (status, _) = h2_once(&gw, "GET", "/a", &[("x-api-key", "bob")]).await;
     assert_eq!(status, 429);
     let m = gw.admin_get_text(&http, "/metrics").await;
     for line in [
@@ -140,7 +139,7 @@ async fn cors_preflights_are_answered_at_the_gateway() {
     }
     assert_eq!(o.hits(), 0, "no preflight reached the upstream");
     // Over HTTP/2 too.
-    let (status, headers) = h2(
+    let (status, headers) = h2_once(
         &gw,
         "OPTIONS",
         "/a",
@@ -197,7 +196,7 @@ async fn cors_headers_go_on_answers_and_on_the_gateways_own_errors() {
     // The gateway's own 502 carries them, so a browser can read it.
     for over_h2 in [false, true] {
         let headers = if over_h2 {
-            h2(
+            h2_once(
                 &gw,
                 "GET",
                 "/down",
@@ -221,39 +220,6 @@ async fn cors_headers_go_on_answers_and_on_the_gateways_own_errors() {
         );
         assert_eq!(headers["x-meshgate-error"], "upstream_connect_failed");
     }
-}
-
-/// One HTTP/2 request on its own connection: status and headers (the body is read and dropped).
-async fn h2(
-    gw: &Gateway,
-    method: &str,
-    path: &str,
-    headers: &[(&'static str, &'static str)],
-) -> (u16, http::HeaderMap) {
-    let io = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(io).await.unwrap();
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut client = client.ready().await.unwrap();
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", gw.addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
-    let resp = tokio::time::timeout(patience(), resp)
-        .await
-        .unwrap()
-        .unwrap();
-    let (parts, mut body) = resp.into_parts();
-    while let Some(Ok(chunk)) = body.data().await {
-        let _ = body.flow_control().release_capacity(chunk.len());
-        let _: Bytes = chunk;
-    }
-    conn.abort();
-    (parts.status.as_u16(), parts.headers)
 }
 
 /// True when a line of `out` contains every one of `words`.

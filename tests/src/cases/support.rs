@@ -37,3 +37,36 @@ pub fn blue_green(blue: &Origin, green: &Origin, blue_w: u32, green_w: u32, extr
         service("green", &[green], "round_robin")
     )
 }
+
+/// One HTTP/2 request on its own connection: status and headers (the body is read and dropped).
+pub async fn h2_once(
+    gw: &meshgate_e2e::harness::Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap) {
+    let io = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", gw.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let resp = tokio::time::timeout(meshgate_e2e::harness::patience(), resp)
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, mut body) = resp.into_parts();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let _: bytes::Bytes = chunk;
+    }
+    conn.abort();
+    (parts.status.as_u16(), parts.headers)
+}
