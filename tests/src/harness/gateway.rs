@@ -215,28 +215,26 @@ impl Gateway {
 
     /// Sends SIGTERM and waits (up to patience) for the exit status.
     pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped")
-        };
-        signal(child.id(), "TERM");
-        let deadline = tokio::time::Instant::now() + super::patience();
-        loop {
-            if let Some(s) = child.try_wait()? {
-                return Ok(s);
-            }
-            if tokio::time::Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("gatewayd did not exit after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let pid = self.pid();
+        self.reap_within_patience(|| signal(pid, "TERM"), "after SIGTERM")
     }
 
     /// Waits (up to patience) for the process to exit by itself.
     pub fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        self.reap_within_patience(|| {}, "by itself")
+    }
+
+    /// Runs `first`, then waits (up to patience) for the exit status; past that the process is
+    /// killed and reaped, and the error says it did not exit `how`.
+    fn reap_within_patience(
+        &mut self,
+        first: impl FnOnce(),
+        how: &str,
+    ) -> anyhow::Result<ExitStatus> {
         let Some(mut child) = self.child.take() else {
             bail!("already stopped")
         };
+        first();
         let deadline = tokio::time::Instant::now() + super::patience();
         loop {
             if let Some(s) = child.try_wait()? {
@@ -245,7 +243,7 @@ impl Gateway {
             if tokio::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("gatewayd did not exit by itself");
+                bail!("gatewayd did not exit {how}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
