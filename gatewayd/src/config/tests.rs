@@ -150,6 +150,63 @@ fn docs_example_parses_with_every_value() {
     assert_eq!(api.backends.len(), 1);
 }
 
+/// docs/configuration.md, whose "Complete annotated example" claims every key.
+const CONFIGURATION_MD: &str = include_str!("../../../docs/configuration.md");
+
+/// The TOML block of the "Complete annotated example" section.
+fn annotated_example() -> &'static str {
+    let section = &CONFIGURATION_MD[CONFIGURATION_MD
+        .find("## Complete annotated example")
+        .expect("the section exists")..];
+    let open = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let len = section[open..].find("\n```").expect("the block ends");
+    &section[open..open + len]
+}
+
+#[test]
+fn the_annotated_example_is_valid_and_sets_every_documented_key() {
+    let c = parse(annotated_example());
+    assert_eq!(c.listeners.len(), 3);
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.policies.len(), 4);
+    assert!(c.consul.is_some());
+
+    // Every key a table of the reference documents (first column, before the route-precedence
+    // notes) is set somewhere in the example, as `key =` or as a `[….key]` table.
+    let reference = &CONFIGURATION_MD[..CONFIGURATION_MD
+        .find("### Route precedence")
+        .expect("the section exists")];
+    let example = annotated_example();
+    let keys: Vec<&str> = reference
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(key, _)| key))
+        .filter(|k| k.starts_with(|c: char| c.is_ascii_lowercase()))
+        .filter(|k| {
+            k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .collect();
+    assert!(keys.len() > 100, "the key tables were not found: {keys:?}");
+    // `key =` at a word start (so `ttl =` is not found inside `register_ttl =`).
+    let sets = |k: &str| {
+        example.match_indices(&format!("{k} =")).any(|(i, _)| {
+            !example[..i]
+                .bytes()
+                .next_back()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+    };
+    let missing: Vec<&&str> = keys
+        .iter()
+        .filter(|k| !sets(k) && !example.contains(&format!(".{k}]")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys documented but not in the annotated example: {missing:?}"
+    );
+}
+
 #[test]
 fn load_resolves_relative_paths_against_the_file_directory() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/gatewayd.toml");
