@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns tests/bench/run.sh's raw TSV files into the results block of docs/benchmarks.md.
 
-Usage: report.py results.tsv h2.tsv idle.txt facts.txt docs/benchmarks.md
+Usage: report.py results.tsv h2.tsv idle.txt facts.txt docs/benchmarks.md [policies.tsv [tls.tsv]]
 
 Only the text between BEGIN and END markers is replaced; the rest of the document (propagation,
 profile, how to rerun) is kept. A document without the markers is replaced whole by a skeleton.
@@ -50,8 +50,117 @@ def read_tsv(path):
     return rows
 
 
+POLICY_LABEL = {
+    "none": "no policies",
+    "rate_limit": "`rate_limit` (key `client_ip`, never reached)",
+    "jwt": "`jwt` (RS256, 2048-bit key, `iss` + `aud` checked, one claim forwarded)",
+    "rate_limit+jwt": "`rate_limit` + `jwt`",
+}
+
+
+TLS_ROW = {
+    "keepalive": "keep-alive HTTPS (`wrk -t1 -c64`), requests per proxy CPU-second",
+    "handshake": "full handshake per connection (`openssl s_time -new -tls1_3`, one GET each), connections per proxy CPU-second",
+    "cleartext": "cleartext (`wrk -t1 -c64`), requests per proxy CPU-second",
+}
+
+
+def tls_section(lines, trows):
+    """tests/bench/tls.sh's rows (issue 10): gatewayd, nginx and HAProxy terminating TLS 1.3."""
+    med_of = {}
+    samples = {}
+    for r in trows:
+        row, system = r[0], r[1]
+        system = "gatewayd" if system == r[2] else system
+        med_of[(row, system)] = num(r[3])
+        samples[(row, system)] = [num(v) for v in r[5].split()] if len(r) > 5 else []
+    rows = [row for row in TLS_ROW if (row, "nginx") in med_of]
+    lines.append("")
+    lines.append("### TLS termination (tests/bench/tls.sh, medians)")
+    lines.append("")
+    lines.append(
+        "Each proxy terminates the same ECDSA P-256 certificate with TLS 1.3 only, one worker, in "
+        "front of the same upstreams; the load generators' CPU is not counted."
+    )
+    lines.append("")
+    lines.append("| row | **gatewayd** | nginx | HAProxy | **gatewayd ÷ nginx** | HAProxy ÷ nginx |")
+    lines.append("|---|---|---|---|---|---|")
+    for row in rows:
+        base = med_of.get((row, "nginx"))
+        g = med_of.get((row, "gatewayd"))
+        h = med_of.get((row, "haproxy"))
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} |".format(
+                TLS_ROW[row],
+                fmt(g),
+                fmt(base),
+                fmt(h),
+                fmt(None if not base or g is None else g / base, "{:.2f}×"),
+                fmt(None if not base or h is None else h / base, "{:.2f}×"),
+            )
+        )
+    lines.append("")
+    lines.append("Per-round samples (gatewayd / nginx / HAProxy):")
+    lines.append("")
+    for row in rows:
+        parts = [", ".join(fmt(v) for v in samples.get((row, s), [])) for s in ("gatewayd", "nginx", "haproxy")]
+        lines.append(f"- {row}: " + " / ".join(parts))
+
+
+def policy_section(lines, prows):
+    """The policy routes of one gatewayd (issue 12): req per CPU-second and the µs each costs."""
+    pol = {}
+    for r in prows:
+        pol.setdefault(r[1], []).append({"rps": num(r[2]), "rpc": num(r[5]), "err": r[6]})
+    pm = {n: {k: med([x[k] for x in v]) for k in ("rps", "rpc")} for n, v in pol.items()}
+    for n, v in pol.items():
+        pm[n]["all"] = [x["rpc"] for x in v]
+        pm[n]["err"] = sorted({x["err"] for x in v if x["err"] != "-"})
+    base = pm.get("none", {}).get("rpc")
+
+    def us(v):
+        return None if not v else 1e6 / v
+
+    lines.append("")
+    lines.append("### Policies (issue 12): what a route's policies cost (medians)")
+    lines.append("")
+    lines.append(
+        "One more gatewayd: the **gatewayd** config plus four routes to the same upstreams, each "
+        "measured with `wrk -t1 -c64` carrying the same valid `Authorization: Bearer` token (an RS256 "
+        "JWT, 2048-bit key, read from a JWKS file). Cost = the route's proxy CPU per request minus "
+        "the no-policy route's."
+    )
+    lines.append("")
+    lines.append("| route | req/s | **req per CPU-second** | ÷ no policies | µs of proxy CPU per request | **cost, µs per request** | errors |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in POLICY_LABEL:
+        if name not in pm:
+            continue
+        x = pm[name]
+        cost = None if name == "none" or not base or not x["rpc"] else us(x["rpc"]) - us(base)
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} | {} |".format(
+                POLICY_LABEL[name],
+                fmt(x["rps"]),
+                fmt(x["rpc"]),
+                fmt(None if not base or not x["rpc"] else x["rpc"] / base, "{:.2f}×"),
+                fmt(us(x["rpc"]), "{:.1f}"),
+                "–" if name == "none" else fmt(cost, "{:+.1f}"),
+                ", ".join(x["err"]) or "0",
+            )
+        )
+    lines.append("")
+    lines.append("Per-round req per CPU-second:")
+    lines.append("")
+    for name in POLICY_LABEL:
+        if name in pm:
+            lines.append(f"- {POLICY_LABEL[name]}: " + ", ".join(fmt(v) for v in pm[name]["all"]))
+
+
 def main():
     res_path, h2_path, idle_path, facts_path, out_path = sys.argv[1:6]
+    prows = read_tsv(sys.argv[6]) if len(sys.argv) > 6 else []
+    trows = [r for r in (read_tsv(sys.argv[7]) if len(sys.argv) > 7 else []) if r[0] != "row"]
     rows = read_tsv(res_path)
     h2rows = read_tsv(h2_path)
     facts = {}
@@ -208,6 +317,10 @@ def main():
                         fmt(x["bad"]),
                     )
                 )
+    if trows:
+        tls_section(lines, trows)
+    if prows:
+        policy_section(lines, prows)
     lines.append("")
     lines.append(END)
     block = "\n".join(lines)

@@ -10,7 +10,9 @@
 # CONNS [64] wrk/oha connections, RATE [2000] req/s for the fixed-rate run, H2 [1] run the h2load
 # section, SKIP_INSTALL [0], GATEWAYD [build target/release/gatewayd], GATEWAYD_LABEL [git commit
 # of the work tree; set it when GATEWAYD points elsewhere], OUT [docs/benchmarks.md],
-# NOTE [free text printed under the table, e.g. about machine noise].
+# NOTE [free text printed under the table, e.g. about machine noise], POLICIES [1] run the policy
+# section (issue 12), TLS [1] run tests/bench/tls.sh's TLS termination rows after the rounds (issue
+# 10; same ROUNDS, DURATION, WARMUP and CONNS; needs openssl and bc).
 #
 # Scenario: route /api/ -> 127.0.0.1:19001 and :19002 (one Debian nginx, fixed 1 KiB body), round
 # robin, keep-alive to the upstreams, no access logs, one worker thread/process per proxy.
@@ -21,6 +23,10 @@
 # /proc/PID/stat (summed over the process and its children, i.e. nginx's worker) before and after.
 # Latency: `oha -z DURATION -q RATE --latency-correction`; "added" = proxy p50/p99 minus the direct
 # (no proxy) p50/p99 of the same round. Systems run interleaved (A B C … A B C …), medians reported.
+# Policies (POLICIES=1): one more gatewayd, the lean config plus four routes to the same upstreams —
+# none, `rate_limit`, `jwt` (RS256, 2048-bit key from a JWKS file) and both — each measured with
+# the same wrk run carrying the same valid bearer token, once per round after the systems; the cost
+# of a policy is its route's proxy CPU per request minus the no-policy route's.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +40,8 @@ H2=${H2:-1}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 NOTE=${NOTE:-}
+POLICIES=${POLICIES:-1}
+TLS=${TLS:-1}
 VENV=$HERE/.venv
 export PATH="$HOME/.cargo/bin:$PATH"
 CLK_TCK=$(getconf CLK_TCK)
@@ -57,6 +65,8 @@ install_tools() {
     command -v wrk >/dev/null || pkgs+=(wrk)
     command -v h2load >/dev/null || pkgs+=(nghttp2-client)
     command -v curl >/dev/null || pkgs+=(curl)
+    command -v openssl >/dev/null || pkgs+=(openssl)
+    command -v bc >/dev/null || pkgs+=(bc)
     command -v python3 >/dev/null || pkgs+=(python3 python3-venv)
     if ((${#pkgs[@]})); then
         log "apt-get install ${pkgs[*]}"
@@ -100,7 +110,7 @@ if [[ $SKIP_INSTALL != 1 ]]; then
     install_tools
 fi
 find_peers
-for t in nginx haproxy wrk oha curl python3; do
+for t in nginx haproxy wrk oha curl python3 openssl; do
     command -v "$t" >/dev/null || { log "missing $t"; exit 1; }
 done
 if [[ $H2 == 1 ]] && ! command -v h2load >/dev/null; then
@@ -299,6 +309,101 @@ measure_h2() { # round name
     log "round $round $name h2c: ${rps:-NA} req/s, $rpc req/CPU-s, 2xx ${s2xx:-0}/${ok:-0}"
 }
 
+# The policy routes (issue 12). A 2048-bit RSA key made here, its public half as a JWKS file, and
+# one RS256 token (iss, aud, sub, exp in a day) minted with openssl: no Python package needed.
+POLICY_ROUTES=(none rate_limit jwt rate_limit+jwt)
+declare -A POLICY_PATH=([none]=/p-none/ [rate_limit]=/p-rl/ [jwt]=/p-jwt/ [rate_limit+jwt]=/p-rl-jwt/)
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+start_policies() {
+    local d=$RUN/policies
+    mkdir -p "$d"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$d/key.pem" 2>/dev/null
+    local modulus
+    modulus=$(openssl rsa -in "$d/key.pem" -noout -modulus | cut -d= -f2)
+    python3 - "$modulus" >"$d/jwks.json" <<'PY'
+import base64, json, sys
+n = bytes.fromhex(sys.argv[1])
+u = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
+                            "n": u(n), "e": u((65537).to_bytes(3, "big"))}]}))
+PY
+    local head body sig
+    head=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+    body=$(printf '{"iss":"meshgate-bench","aud":"meshgate","sub":"bench-user","exp":%d}' \
+        $(($(date +%s) + 86400)) | b64url)
+    sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$d/key.pem" -binary | b64url)
+    TOKEN="$head.$body.$sig"
+    {
+        sed -e 's/127.0.0.1:18090/127.0.0.1:18097/' -e 's/127.0.0.1:18190/127.0.0.1:18197/' "$HERE/gatewayd.toml"
+        cat <<'TOML'
+
+# The limit is keyed by client address with a rate the run never reaches: every request pays the
+# bucket's check and the two RateLimit headers, none is refused.
+[policies.bench-rl]
+kind = "rate_limit"
+rate = "100000000/s"
+key = "client_ip"
+
+[policies.bench-jwt]
+kind = "jwt"
+jwks_file = "jwks.json"
+issuer = "meshgate-bench"
+audiences = ["meshgate"]
+algorithms = ["RS256"]
+forward_claims = { sub = "X-User-Sub" }
+TOML
+        local r
+        for r in "${POLICY_ROUTES[@]}"; do
+            printf '\n[[routes]]\nname = "p-%s"\npath_prefix = "%s"\nbackends = [{ name = "api", service = "api", weight = 1 }]\n' \
+                "${r//+/-}" "${POLICY_PATH[$r]}"
+            case $r in
+            rate_limit) echo 'policies = ["bench-rl"]' ;;
+            jwt) echo 'policies = ["bench-jwt"]' ;;
+            rate_limit+jwt) echo 'policies = ["bench-rl", "bench-jwt"]' ;;
+            esac
+        done
+    } >"$d/gatewayd-policies.toml"
+    "$GATEWAYD" check --config "$d/gatewayd-policies.toml" >/dev/null
+    "$GATEWAYD" --config "$d/gatewayd-policies.toml" >"$RUN/gatewayd-policies.log" 2>&1 &
+    PID_OF[gatewayd-policies]=$!
+    PIDS+=("$!")
+    wait_http http://127.0.0.1:18097/p-none/
+    # The policies are live: no token is refused on the JWT routes, the token passes everywhere,
+    # and the limited routes answer with the RateLimit headers.
+    local code
+    for r in "${POLICY_ROUTES[@]}"; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:18097${POLICY_PATH[$r]}")
+        [[ $r == *jwt* && $code != 401 ]] && { log "policy route $r without a token: $code, not 401"; exit 1; }
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18097${POLICY_PATH[$r]}")
+        [[ $code == 200 ]] || { log "policy route $r with the token: $code, not 200"; exit 1; }
+        if [[ $r == rate_limit* ]] && ! curl -s -D - -o /dev/null -H "Authorization: Bearer $TOKEN" \
+            "http://127.0.0.1:18097${POLICY_PATH[$r]}" | grep -qi '^ratelimit:'; then
+            log "policy route $r answers without a RateLimit header"
+            exit 1
+        fi
+    done
+}
+
+# One wrk run per policy route; TSV policies.tsv: round route rps requests cpu_seconds req_per_cpu_s errors
+measure_policies() { # round
+    local round=$1 pid=${PID_OF[gatewayd-policies]} r url t0 t1 out rps reqs errs cpu rpc
+    for r in "${POLICY_ROUTES[@]}"; do
+        url=http://127.0.0.1:18097${POLICY_PATH[$r]}
+        wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Authorization: Bearer $TOKEN" "$url" >/dev/null
+        t0=$(cpu_ticks "$pid")
+        out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "$url")
+        t1=$(cpu_ticks "$pid")
+        rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+        reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+        errs=$(awk '/Non-2xx/ {print $NF} /Socket errors/ {print "sock"}' <<<"$out" | paste -sd, -)
+        cpu=$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / h}')
+        rpc=$(awk -v r="$reqs" -v c="$cpu" 'BEGIN {if (c > 0) printf "%.0f", r / c; else print "NA"}')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$r" "$rps" "$reqs" "$cpu" "$rpc" "${errs:--}" \
+            >>"$RUN/policies.tsv"
+        log "round $round policies $r: $rps req/s, $rpc req/CPU-s, errors ${errs:--}"
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # 4. Run.
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +412,10 @@ log "starting upstream and proxies in $RUN"
 start_all
 : >"$RUN/results.tsv"
 : >"$RUN/h2.tsv"
+: >"$RUN/policies.tsv"
+if [[ $POLICIES == 1 ]]; then
+    start_policies
+fi
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
 for ((r = 1; r <= ROUNDS; r++)); do
     # Interleaved, and rotated each round so no system always follows the same one.
@@ -321,7 +430,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
             measure_h2 "$r" "$s"
         done
     fi
+    if [[ $POLICIES == 1 ]]; then
+        measure_policies "$r"
+    fi
 done
+# TLS termination rows: tls.sh starts its own upstream on the same ports, so ours stop first.
+: >"$RUN/tls.tsv"
+if [[ $TLS == 1 ]]; then
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    log "TLS rows: tests/bench/tls.sh"
+    GATEWAYD=$GATEWAYD ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS CLEAR=0 \
+        OUT=$RUN/tls.tsv bash "$HERE/tls.sh" >&2
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +472,7 @@ facts=$RUN/facts.txt
     echo "params=ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS RATE=$RATE"
     echo "note=$NOTE"
 } >"$facts"
-cp "$RUN/results.tsv" "$RUN/h2.tsv" "$RUN/idle.txt" "$HERE/" 2>/dev/null || true
-python3 "$HERE/report.py" "$RUN/results.tsv" "$RUN/h2.tsv" "$RUN/idle.txt" "$facts" "$OUT"
-log "wrote $OUT (raw data: tests/bench/results.tsv, h2.tsv, idle.txt)"
+cp "$RUN/results.tsv" "$RUN/h2.tsv" "$RUN/policies.tsv" "$RUN/tls.tsv" "$RUN/idle.txt" "$HERE/" 2>/dev/null || true
+python3 "$HERE/report.py" "$RUN/results.tsv" "$RUN/h2.tsv" "$RUN/idle.txt" "$facts" "$OUT" \
+    "$RUN/policies.tsv" "$RUN/tls.tsv"
+log "wrote $OUT (raw data: tests/bench/results.tsv, h2.tsv, policies.tsv, tls.tsv, idle.txt)"
