@@ -359,7 +359,7 @@ impl PolicyRegistry {
         let mut v: Vec<_> = by_name
             .values()
             .filter_map(|(_, c)| match c {
-                Compiled::Jwt(j) => Some(j.jwks().status()),
+                Compiled::Jwt(j) => Some(j.status()),
                 _ => None,
             })
             .collect();

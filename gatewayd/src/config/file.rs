@@ -65,6 +65,7 @@ pub(super) struct PolicyFile {
     pub algorithms: Option<Vec<Spanned<String>>>,
     pub forward_claims: Option<BTreeMap<String, Spanned<String>>>,
     pub strip_authorization: Option<Spanned<bool>>,
+    pub token_cache_entries: Option<Spanned<i64>>,
     pub service: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,

@@ -52,6 +52,9 @@ pub struct JwtConfig {
     pub forward_claims: Vec<(String, HeaderName)>,
     /// Remove `Authorization` before the request goes upstream.
     pub strip_authorization: bool,
+    /// Tokens that verified, remembered so the same token's next requests skip the signature
+    /// check; 0: none.
+    pub token_cache_entries: usize,
 }
 
 /// Where a JWT policy reads its JSON Web Key Set.

@@ -535,6 +535,30 @@ fn policy_auth(o: &mut Out, policies: &crate::policy::PolicyRegistry) {
     for j in &jwks {
         o.sample("meshgate_jwks_keys", &[("policy", &j.policy)], j.keys);
     }
+    o.family(
+        "meshgate_jwt_token_cache_hits_total",
+        "counter",
+        "Requests whose bearer token a JWT policy found already verified (no signature check).",
+    );
+    for j in &jwks {
+        o.sample(
+            "meshgate_jwt_token_cache_hits_total",
+            &[("policy", &j.policy)],
+            j.token_cache_hits,
+        );
+    }
+    o.family(
+        "meshgate_jwt_token_cache_entries",
+        "gauge",
+        "Verified tokens a JWT policy remembers.",
+    );
+    for j in &jwks {
+        o.sample(
+            "meshgate_jwt_token_cache_entries",
+            &[("policy", &j.policy)],
+            j.token_cache_entries,
+        );
+    }
     let auths = policies.forward_auths();
     o.family(
         "meshgate_forward_auth_duration_seconds",

@@ -198,6 +198,12 @@ pub struct JwksStatus {
     pub fetches: u64,
     /// Failed reads so far.
     pub failures: u64,
+    /// Requests whose token was found already verified (the policy's `token_cache_entries`).
+    #[serde(default)]
+    pub token_cache_hits: u64,
+    /// Verified tokens remembered now.
+    #[serde(default)]
+    pub token_cache_entries: usize,
 }
 
 /// One policy's key set and its refresh state.
@@ -293,6 +299,8 @@ impl Jwks {
             last_error: notes.1.clone(),
             fetches: self.fetches[0].load(Relaxed) + self.fetches[1].load(Relaxed),
             failures: self.fetches[1].load(Relaxed),
+            token_cache_hits: 0,
+            token_cache_entries: 0,
         }
     }
 

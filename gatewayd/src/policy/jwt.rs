@@ -3,16 +3,22 @@
 //! HMAC token, and `alg: none` never parses), be in the policy's allow-list, and match the
 //! JWK's own `alg`; then `exp` (required), `nbf`, `iss` and `aud` are checked with the leeway.
 //! Failures answer 401 with `WWW-Authenticate: Bearer` and the RFC 6750 error code.
+//!
+//! A token that verified is remembered ([`TokenCache`]): a client's next requests with the same
+//! token skip the signature check, the costly part (about 30 µs of CPU for RS256 on the bench
+//! machine), while `exp` and `nbf` are still checked on every request.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::jwks::{Found, Jwks};
+use super::jwks::{Found, Jwks, KeySet};
 use super::{Answer, Headers, ResponseHeaders, UpstreamEdits};
 use crate::config::JwtConfig;
 
@@ -127,8 +133,101 @@ pub struct Jwt {
     validations: Vec<(Algorithm, Validation)>,
     forward_claims: Vec<(String, HeaderName)>,
     strip_authorization: bool,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    leeway: u64,
+    /// Tokens that verified.
+    cache: TokenCache,
     /// Decisions by [`Outcome`].
     pub(super) decisions: [AtomicU64; 12],
+}
+
+/// Tokens that verified against the key set they name, with their claims. An entry counts only
+/// while that same key set is the current one (a refresh or rotation starts over: a removed key
+/// stops verifying at once) and while the token's `exp` and `nbf` hold, checked with the leeway on
+/// every hit; the checks a token passed once (algorithm, key, signature, `iss`, `aud`) cannot
+/// change for the same bytes under the same policy, which a reload that changes the policy
+/// replaces with a new, empty cache. Bounded: a full cache drops its expired entries (at most
+/// once a second) and, still full, remembers nothing new. Only verified tokens enter it, so a
+/// client sending made-up tokens cannot fill it.
+#[derive(Debug)]
+struct TokenCache {
+    map: DashMap<Box<str>, Remembered>,
+    max: usize,
+    /// Unix second of the last sweep of expired entries.
+    swept: AtomicU64,
+    hits: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    claims: Claims,
+    /// The key set the token verified against.
+    keys: Arc<KeySet>,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+impl TokenCache {
+    fn new(max: usize) -> Self {
+        Self {
+            map: DashMap::new(),
+            max,
+            swept: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// The claims of `token` when it verified against `keys` and is valid at `now`.
+    fn get(&self, token: &str, keys: &Arc<KeySet>, now: u64, leeway: u64) -> Option<Claims> {
+        if self.max == 0 {
+            return None;
+        }
+        let hit = self.map.get(token)?;
+        if Arc::ptr_eq(&hit.keys, keys) && valid_at(hit.exp, hit.nbf, now, leeway) {
+            self.hits.fetch_add(1, Relaxed);
+            return Some(hit.claims.clone());
+        }
+        drop(hit);
+        self.map.remove(token);
+        None
+    }
+
+    fn put(&self, token: &str, keys: Arc<KeySet>, claims: &Claims, now: u64, leeway: u64) {
+        if self.max == 0 {
+            return;
+        }
+        // `exp` is required, so a verified token has one; a fractional one counts down.
+        let Some(exp) = claims.get("exp").and_then(Value::as_f64) else {
+            return;
+        };
+        let nbf = claims
+            .get("nbf")
+            .and_then(Value::as_f64)
+            .map(|v| v.ceil() as u64);
+        if self.map.len() >= self.max {
+            if self.swept.swap(now, Relaxed) != now {
+                self.map.retain(|_, e| e.exp >= now.saturating_sub(leeway));
+            }
+            if self.map.len() >= self.max {
+                return;
+            }
+        }
+        self.map.insert(
+            token.into(),
+            Remembered {
+                claims: claims.clone(),
+                keys,
+                exp: exp.floor() as u64,
+                nbf,
+            },
+        );
+    }
+}
+
+/// `exp` not passed and `nbf` reached at `now`, each with the leeway (as `jsonwebtoken` checks
+/// them).
+fn valid_at(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> bool {
+    exp >= now.saturating_sub(leeway) && nbf.is_none_or(|nbf| nbf <= now + leeway)
 }
 
 impl Jwt {
@@ -162,7 +261,24 @@ impl Jwt {
             validations,
             forward_claims: cfg.forward_claims.clone(),
             strip_authorization: cfg.strip_authorization,
+            leeway: cfg.leeway.as_secs(),
+            cache: TokenCache::new(cfg.token_cache_entries),
             decisions: Default::default(),
+        }
+    }
+
+    /// Requests whose token was found verified in the cache, and the cache's entries.
+    pub fn token_cache(&self) -> (u64, usize) {
+        (self.cache.hits.load(Relaxed), self.cache.map.len())
+    }
+
+    /// The key set's state and the token cache's, for `/v1/config` and the metrics.
+    pub fn status(&self) -> super::JwksStatus {
+        let (hits, entries) = self.token_cache();
+        super::JwksStatus {
+            token_cache_hits: hits,
+            token_cache_entries: entries,
+            ..self.jwks.status()
         }
     }
 
@@ -223,6 +339,10 @@ impl Jwt {
         if token.is_empty() || token.contains(' ') {
             return Err(Outcome::BadRequest);
         }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(claims) = self.cache.get(token, &self.jwks.keys(), now, self.leeway) {
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // `none` and unknown algorithms fail to parse here.
             ErrorKind::Json(_) if token_names_alg(token) => Outcome::BadAlgorithm,
@@ -246,7 +366,11 @@ impl Jwt {
         let mut last = Outcome::BadSignature;
         for key in keys {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => {
+                    self.cache
+                        .put(token, Arc::clone(&*set), &data.claims, now, self.leeway);
+                    return Ok(data.claims);
+                }
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::InvalidSignature | ErrorKind::Crypto(_) => Outcome::BadSignature,
@@ -361,6 +485,7 @@ mod tests {
                 algorithms,
                 forward_claims: vec![("sub".into(), HeaderName::from_static("x-user"))],
                 strip_authorization: true,
+                token_cache_entries: 1000,
             },
         )
     }
@@ -471,5 +596,79 @@ mod tests {
             p.check(&bearer(&token(good(), "k1"))).unwrap_err().0,
             Outcome::BadAlgorithm
         );
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_its_claims_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy(&dir, vec![]);
+        let t = token(good(), "k1");
+        let first = p.check(&bearer(&t)).unwrap();
+        assert_eq!(p.token_cache(), (0, 1));
+        let second = p.check(&bearer(&t)).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(p.token_cache(), (1, 1), "the second check is a hit");
+        // A changed byte is another token: verified from scratch, and refused.
+        let mut tampered = t.clone();
+        tampered.push('A');
+        assert_eq!(
+            p.check(&bearer(&tampered)).unwrap_err().0,
+            Outcome::BadSignature
+        );
+        assert_eq!(p.token_cache(), (1, 1));
+        // Refused tokens are never remembered.
+        let expired = token(
+            serde_json::json!({"sub": "a", "iss": "https://issuer.test", "aud": "orders", "exp": now() - 10}),
+            "k1",
+        );
+        assert_eq!(p.check(&bearer(&expired)).unwrap_err().0, Outcome::Expired);
+        assert_eq!(p.token_cache().1, 1);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_counts_only_for_its_key_set() {
+        let keys = Arc::new(KeySet::default());
+        let other = Arc::new(KeySet::default());
+        let c = TokenCache::new(10);
+        let mut claims = Claims::new();
+        claims.insert("exp".into(), 1_000.into());
+        claims.insert("nbf".into(), 900.into());
+        c.put("t", Arc::clone(&keys), &claims, 950, 5);
+        assert!(c.get("t", &keys, 950, 5).is_some());
+        assert!(c.get("t", &keys, 1_005, 5).is_some(), "within the leeway");
+        assert!(c.get("t", &other, 950, 5).is_none(), "another key set");
+        assert!(c.get("t", &keys, 950, 5).is_none(), "dropped with the miss");
+        c.put("t", Arc::clone(&keys), &claims, 950, 5);
+        assert!(
+            c.get("t", &keys, 1_006, 5).is_none(),
+            "expired beyond the leeway"
+        );
+        c.put("t", Arc::clone(&keys), &claims, 950, 5);
+        assert!(c.get("t", &keys, 894, 5).is_none(), "not valid yet");
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_tokens_first_and_a_zero_size_remembers_nothing() {
+        let keys = Arc::new(KeySet::default());
+        let c = TokenCache::new(2);
+        let until = |exp: i64| {
+            let mut claims = Claims::new();
+            claims.insert("exp".into(), exp.into());
+            claims
+        };
+        c.put("a", Arc::clone(&keys), &until(100), 50, 0);
+        c.put("b", Arc::clone(&keys), &until(200), 50, 0);
+        c.put("c", Arc::clone(&keys), &until(300), 50, 0);
+        assert_eq!(c.map.len(), 2, "full: nothing new");
+        assert!(c.get("c", &keys, 50, 0).is_none());
+        // At 150 "a" has expired: the sweep makes room.
+        c.put("c", Arc::clone(&keys), &until(300), 150, 0);
+        assert!(c.get("c", &keys, 150, 0).is_some());
+        assert!(c.map.get("a").is_none());
+
+        let off = TokenCache::new(0);
+        off.put("a", keys.clone(), &until(100), 50, 0);
+        assert!(off.get("a", &keys, 50, 0).is_none());
+        assert_eq!(off.map.len(), 0);
     }
 }

@@ -715,3 +715,53 @@ async fn forward_auth_caches_allows_by_the_chosen_headers_and_never_denials() {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_token_is_remembered_until_its_key_leaves_the_set() {
+    trace_init();
+    let m = mint();
+    let doc = Arc::new(Mutex::new(Some(m.jwks_ab.clone())));
+    let jwks = jwks_server(doc.clone()).await;
+    let up = upstream().await;
+    let url = format!("http://{}/jwks.json", jwks.addr);
+    let gw = Gateway::start(&jwt_config(&up, &url, "1s", "")).unwrap();
+    let http = client();
+    keys_loaded(&gw, &http).await;
+
+    // Key "b" signs the token. Its first request verifies it; the next two find it verified,
+    // on both engines.
+    let token = bearer(&m.token("rotated"));
+    for _ in 0..2 {
+        let r = get(&http, &gw, "/orders", &[("authorization", &token)]).await;
+        assert_eq!(r.status(), 200);
+    }
+    let (status, _) = h2_once(&gw, "GET", "/orders", &[("authorization", &token)]).await;
+    assert_eq!(status, 200);
+    let v = gw.admin_get_json(&http, "/v1/config").await;
+    assert_eq!(v["jwks"][0]["token_cache_hits"], 2, "{v}");
+    assert_eq!(v["jwks"][0]["token_cache_entries"], 1, "{v}");
+    let metrics = gw.admin_get_text(&http, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "meshgate_jwt_token_cache_hits_total{policy=\"api-jwt\"} 2"),
+        "{metrics}"
+    );
+
+    // The issuer retires key "b": once the gateway has read the new set, the remembered token
+    // is refused like any token of a key it does not hold.
+    *doc.lock().unwrap() = Some(m.jwks_a.clone());
+    eventually("the set without b is read", || async {
+        let v = gw.admin_get_json(&http, "/v1/config").await;
+        (v["jwks"][0]["keys"] == 2).then_some(())
+    })
+    .await;
+    let r = get(&http, &gw, "/orders", &[("authorization", &token)]).await;
+    assert_eq!(
+        r.status(),
+        401,
+        "a retired key's token is not served from the cache"
+    );
+    let v = gw.admin_get_json(&http, "/v1/config").await;
+    assert_eq!(v["jwks"][0]["token_cache_hits"], 2, "{v}");
+}

@@ -23,6 +23,8 @@ pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Forward-auth cache entries kept by default.
 pub const DEFAULT_AUTH_CACHE_ENTRIES: usize = 10_000;
+/// Verified tokens a JWT policy remembers by default.
+pub const DEFAULT_JWT_TOKEN_CACHE_ENTRIES: usize = 1_000;
 
 /// Fields a policy may never set on the upstream request: framing, routing and hop-by-hop
 /// fields belong to the gateway.
@@ -172,6 +174,10 @@ pub(super) fn jwt(
         }
         forward_claims.push((claim.clone(), h));
     }
+    let token_cache_entries = match &f.token_cache_entries {
+        None => DEFAULT_JWT_TOKEN_CACHE_ENTRIES,
+        Some(m) => cx.int(m, &format!("{prefix}.token_cache_entries"), 0, 10_000_000)?,
+    };
     Some(JwtConfig {
         jwks,
         refresh_interval,
@@ -181,6 +187,7 @@ pub(super) fn jwt(
         algorithms,
         forward_claims,
         strip_authorization: f.strip_authorization.as_ref().is_some_and(|v| *v.get_ref()),
+        token_cache_entries,
     })
 }
 
@@ -423,7 +430,13 @@ mod tests {
 
     #[test]
     fn every_mistake_is_named_by_file_line_and_field() {
-        let cases: [(&str, &str, &str, &str); 14] = [
+        let cases: [(&str, &str, &str, &str); 15] = [
+            (
+                "[policies.api]\nkind = \"jwt\"\njwks_file = \"k.json\"\ntoken_cache_entries = -1\n",
+                "token_cache_entries",
+                "policies.api.token_cache_entries",
+                "out of range",
+            ),
             (
                 "[policies.api]\nkind = \"jwt\"\njwks_file = \"k.json\"\njwks_url = \"https://a/\"\n",
                 "jwks_url",

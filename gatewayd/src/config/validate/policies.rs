@@ -146,6 +146,11 @@ fn present_keys(f: &PolicyFile) -> Vec<(&'static str, &'static str, Range<usize>
             one(f.strip_authorization.as_ref().map(|v| v.span())),
         ),
         (
+            "token_cache_entries",
+            "jwt",
+            one(f.token_cache_entries.as_ref().map(|v| v.span())),
+        ),
+        (
             "service",
             "forward_auth",
             one(f.service.as_ref().map(|v| v.span())),
