@@ -43,11 +43,18 @@ def test_binary_install_starts_the_agent_and_converges_again_with_no_change(site
 
 def test_a_config_that_validate_rejects_never_goes_live(site):
     pid, before = agent_pid(site), live_config(site.root)
-    code, out, _ = site.playbook("site.yml", *CONSUL, "-e", "consul_datacenter=DC-1", check=False)
+    tls = site.root / "consul1" / "etc" / "consul.d" / "tls"
+    # TLS files given in the same run must not go live either.
+    variables = {"consul_datacenter": "DC-1", "consul_tls_enabled": True,
+                 "consul_tls_ca_pem": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+                 "consul_tls_cert_pem": "-----BEGIN CERTIFICATE-----\nc\n-----END CERTIFICATE-----\n",
+                 "consul_tls_key_pem": "-----BEGIN PRIVATE KEY-----\nk\n-----END PRIVATE KEY-----\n"}
+    code, out, _ = site.playbook("site.yml", *CONSUL, "-e", json.dumps(variables), check=False)
     assert code != 0
     assert "TASK [consul : Validate the staged config with consul validate]" in out
     assert "only lower-case alphanumerics" in out, out[-3000:]
     assert live_config(site.root) == before and agent_pid(site) == pid
+    assert list(tls.iterdir()) == []
 
 
 @pytest.mark.parametrize("mode", ["server", "client"])
