@@ -3,6 +3,10 @@ agent by the consul role), under steady load from a client that follows Consul l
 balancer: no failed request, every gateway on the new build; a bad config on the second host
 stops the roll with that host in service on its old version and the third host untouched."""
 
+import json
+import urllib.parse
+import urllib.request
+
 import pytest
 
 from conftest import HOSTS, Load, Site, admin, make_build, sha256
@@ -65,3 +69,33 @@ def test_a_bad_config_on_the_second_host_stops_the_roll(site, tmp_path):
     assert (site.pid("gw3"), release_of(site, "gw3")) == before["gw3"]
     for host in HOSTS:
         assert_in_service(site, host)
+
+
+def test_the_final_check_fails_when_a_gateway_is_left_in_maintenance(site):
+    """The roll's last play is a real check: a gateway whose registration still carries a
+    maintenance check (as a roll killed between its two steps would leave it) fails it."""
+    services = admin(site.consul_port, "/v1/agent/services", token="")
+    admin_port = site.ports["gw3"]["admin"]
+    service_id = next(k for k, v in services.items()
+                      if v["Service"] == "meshgate" and v["Port"] == admin_port)
+    check_id = f"meshgate-maintenance:{admin_port}:{service_id}"
+    consul = f"http://127.0.0.1:{site.consul_port}"
+    put(f"{consul}/v1/agent/check/register", {"ID": check_id, "Name": "left over",
+                                              "ServiceID": service_id, "TTL": "1h",
+                                              "Status": "critical"})
+    try:
+        code, out, recap = site.playbook("rolling_update.yml", "--start-at-task", "Check /readyz",
+                                         check=False)
+    finally:
+        put(f"{consul}/v1/agent/check/deregister/{urllib.parse.quote(check_id, safe='')}")
+    assert code != 0
+    assert recap["gw3"]["failed"] == 1 and check_id in out, out[-3000:]
+    assert recap["gw1"]["failed"] == 0 and recap["gw2"]["failed"] == 0
+    assert "Take the gateway out of rotation" not in out
+
+
+def put(url, body=None):
+    data = json.dumps(body).encode() if body is not None else b""
+    req = urllib.request.Request(url, data=data, method="PUT")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200

@@ -2,8 +2,10 @@
 gateway, state file) and in Consul mode (weights in devconsul's KV, shared): the traffic counted
 at the upstreams moves, reruns and --check change nothing, conflicts and unready gateways fail."""
 
+import datetime
 import http.server
 import json
+import re
 import threading
 
 import pytest
@@ -51,6 +53,9 @@ def test_flip_moves_the_traffic_and_records_who_and_why(site):
     for host in HOSTS:
         last = admin(site.ports[host]["admin"], "/v1/routes/web")["history"][-1]
         assert last["changed_by"].startswith("ansible:") and "release-2.3" in last["reason"], last
+        # When: stamped by the gateway (RFC 3339), within this test's run.
+        when = datetime.datetime.fromisoformat(last["changed_at"].replace("Z", "+00:00"))
+        assert abs(datetime.datetime.now(datetime.timezone.utc) - when) < datetime.timedelta(minutes=10)
     _, out, recap = site.playbook("flip.yml", *ROUTE, "-e", "gateway_traffic_flip_to=green")
     assert all(r["changed"] == 0 for r in recap.values()), out[-3000:]
     _, out, recap = site.playbook("flip.yml", *ROUTE, "-e", "gateway_traffic_flip_to=blue",
@@ -70,6 +75,9 @@ def test_a_stale_revision_fails_with_the_conflict_message(site):
 
 
 def test_rollback_returns_to_the_previous_weights_once(site):
+    _, out, recap = site.playbook("rollback.yml", *ROUTE, "--check")
+    assert all(r["changed"] == 0 for r in recap.values()), out[-3000:]
+    assert all(weights(site, h) == {"blue": 0, "green": 100} for h in HOSTS)
     _, out, recap = site.playbook("rollback.yml", *ROUTE)
     assert sum(r["changed"] for r in recap.values()) >= 1
     assert spread(site) == (90, 0)
@@ -93,7 +101,23 @@ def test_a_failing_green_canary_is_rolled_back(site):
     assert history[-1]["reason"].startswith("rollback: canary")
 
 
+def test_a_canary_over_its_p99_objective_is_rolled_back(site):
+    """The latency guard reads the canary's per-second p99 from /v1/stats: with an objective no
+    real request meets (1 µs), the first step fails on p99 alone (no 5xx) and is rolled back."""
+    with Load(site, rate=60, ports=[site.ports["gw1"]["proxy"]]) as load:
+        code, out, _ = site.playbook("canary.yml", *CANARY, "--limit", "gw1",
+                                     "-e", "gateway_traffic_canary_max_p99_ms=0.001", check=False)
+    assert load.failures == [], load.failures[:5]
+    assert code != 0 and "guard failed at 20%" in out and "error rate 0.0000" in out, out[-3000:]
+    p99 = float(re.search(r"p99 ([0-9.]+) ms \(max 0.001 ms\)", out).group(1))
+    assert p99 > 0.001, out[-3000:]
+    assert weights(site, "gw1") == {"blue": 100, "green": 0}
+
+
 def test_a_healthy_canary_completes_and_a_rerun_changes_nothing(site):
+    _, out, recap = site.playbook("canary.yml", *CANARY, "--check")
+    assert all(r["changed"] == 0 for r in recap.values()), out[-3000:]
+    assert all(weights(site, h) == {"blue": 100, "green": 0} for h in HOSTS)
     every_gateway = [p["proxy"] for p in site.ports.values()]
     with Load(site, rate=90, ports=every_gateway) as load:
         _, out, _ = site.playbook("canary.yml", *CANARY)
