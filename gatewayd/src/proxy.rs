@@ -3,11 +3,21 @@
 //! ([`exchange::Exchange`]). Two front ends share it: the HTTP/1.1 engine (`h1`) and the hyper
 //! path (`handle`, for HTTP/2). One table turns failures into answers (`error::respond`).
 //!
-//! Who imports whom: `server` → {`h1`, `handle`, `redirect`} → {`exchange`, `attempts`} →
-//! {`worker`, `error`, `retry`}; `client` → {`request_body`, `transport`}; `body` → `client`;
-//! `error` → `body`. Nothing here imports `proxy.rs` itself, and no two modules import each
-//! other. One loop is left: `worker::Worker` owns `client::Upstreams`, which owns the engine's
-//! pool (`h1::Pool`), and `h1` reads the `Worker`.
+//! Who may import whom, bottom up (no import circle; a module imports only from the layers
+//! below its own, or within it without a loop):
+//! 1. leaves, which import nothing of `proxy/`: `error` (failures, [`SendError`], the one
+//!    table from error to answer), `headers`, `trace`, `retry`, `request_body`, `idle`,
+//!    `h2guard`, `proxy_protocol`;
+//! 2. transports: `transport` (TCP connect), the engine's upstream side (`h1::upstream`,
+//!    `h1::upload`) with the codecs and the client writer it uses (`h1::respond`), and `client`
+//!    (hyper's client, which owns the engine's pool too);
+//! 3. `worker` (a worker's state: it owns the pools) and `body` (hyper's response body, which
+//!    gives connections back to `client`'s pool);
+//! 4. the phases: `attempts`, then `exchange` (the request context);
+//! 5. the front ends: `h1` (the engine), `handle` (hyper), `redirect`;
+//! 6. `server` (accept, and the hand-over from the engine to hyper).
+//!
+//! `proxy.rs` re-exports (a re-export is an alias, not a dependency) and makes admin tokens.
 
 mod attempts;
 mod body;
@@ -30,10 +40,9 @@ mod worker;
 
 use rand::Rng;
 
-pub use attempts::SendError;
 pub use body::ResponseBody;
 pub use client::{PoolReturn, Upstreams};
-pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError};
+pub use error::{respond, ClientFault, EndpointFault, Fault, ProxyError, SendError};
 pub use handle::handle;
 pub use request_body::{BodyWatch, RequestBody};
 pub use retry::{RetryBudget, RetryReason};

@@ -10,40 +10,12 @@ use std::time::Duration;
 use http::{HeaderValue, Response};
 use tokio::time::Instant;
 
-use super::error::{Fault, ProxyError};
+use super::error::{Fault, ProxyError, SendError};
 use super::retry::RetryReason;
 use super::worker::{with_rng, Worker};
 use crate::balance::{nanos_at, now_nanos, observe_latency};
 use crate::health::{record_outcome, Outcome};
 use crate::snapshot::{RouteRuntime, ServiceRuntime};
-
-/// Why a send failed, and whether the request is still ours. `A` is the transport's answer
-/// (for [`SendError::Status`]; transports that never return one leave it uninhabited).
-#[derive(Debug)]
-pub enum SendError<Q, A = std::convert::Infallible> {
-    /// Nothing was sent; the request comes back for another attempt.
-    NotSent(Box<Q>, ProxyError),
-    /// The request was sent, got no response head, and may be sent again (idempotent or opted
-    /// in, body kept): it comes back for another attempt if the route allows one.
-    Replayable(Box<Q>, ProxyError),
-    /// The request was (at least partly) sent.
-    Failed(ProxyError),
-    /// The endpoint answered a status the route retries on, and the request may be sent again:
-    /// both come back. The answer is relayed after all when no retry can be made.
-    Status(Box<Q>, A),
-}
-
-impl<Q> SendError<Q> {
-    /// The same failure for a transport whose answers are `A`.
-    pub(crate) fn widen<A>(self) -> SendError<Q, A> {
-        match self {
-            Self::NotSent(q, e) => SendError::NotSent(q, e),
-            Self::Replayable(q, e) => SendError::Replayable(q, e),
-            Self::Failed(e) => SendError::Failed(e),
-            Self::Status(_, never) => match never {},
-        }
-    }
-}
 
 /// A request an attempt gives back with a retryable answer ([`SendError::Status`]).
 pub(crate) trait Resend {

@@ -21,8 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::attempts::SendError;
-use super::error::ProxyError;
+use super::error::{ProxyError, SendError};
 use super::request_body::RequestBody;
 use super::transport::connect_tcp;
 use crate::config::{ServiceConfig, UpstreamProtocol};

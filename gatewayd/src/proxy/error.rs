@@ -1,11 +1,10 @@
-//! Gateway-made failures and the one table from error to response.
+//! Gateway-made failures, whose fault they are, what a failed send gives back, and the one
+//! table from error to response. A leaf: it imports nothing else of `proxy/`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-
-use super::body::ResponseBody;
 
 /// Whose fault a failure is. Passive health (outlier ejection, latency estimates) counts only
 /// [`Fault::Endpoint`]; [`Fault::Client`] is counted in `meshgate_client_errors_total{kind}` and
@@ -243,6 +242,34 @@ impl ProxyError {
     }
 }
 
+/// Why a send failed, and whether the request is still ours. `A` is the transport's answer
+/// (for [`SendError::Status`]; transports that never return one leave it uninhabited).
+#[derive(Debug)]
+pub enum SendError<Q, A = std::convert::Infallible> {
+    /// Nothing was sent; the request comes back for another attempt.
+    NotSent(Box<Q>, ProxyError),
+    /// The request was sent, got no response head, and may be sent again (idempotent or opted
+    /// in, body kept): it comes back for another attempt if the route allows one.
+    Replayable(Box<Q>, ProxyError),
+    /// The request was (at least partly) sent.
+    Failed(ProxyError),
+    /// The endpoint answered a status the route retries on, and the request may be sent again:
+    /// both come back. The answer is relayed after all when no retry can be made.
+    Status(Box<Q>, A),
+}
+
+impl<Q> SendError<Q> {
+    /// The same failure for a transport whose answers are `A`.
+    pub(crate) fn widen<A>(self) -> SendError<Q, A> {
+        match self {
+            Self::NotSent(q, e) => SendError::NotSent(q, e),
+            Self::Replayable(q, e) => SendError::Replayable(q, e),
+            Self::Failed(e) => SendError::Failed(e),
+            Self::Status(_, never) => match never {},
+        }
+    }
+}
+
 /// The synthetic response for `err`: JSON `{"error": code, "message": …, "request_id": …,
 /// "trace_id": …}` (`null` for an id the gateway does not keep: `gateway.request_id = false`, no
 /// `[tracing]`).
@@ -250,14 +277,14 @@ pub fn respond(
     err: &ProxyError,
     request_id: Option<&HeaderValue>,
     trace_id: Option<&str>,
-) -> Response<ResponseBody> {
+) -> Response<Bytes> {
     let body = serde_json::json!({
         "error": err.code(),
         "message": err.to_string(),
         "request_id": request_id.and_then(|v| v.to_str().ok()),
         "trace_id": trace_id,
     });
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+    let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
     h.insert(
@@ -449,18 +476,12 @@ mod tests {
             Some(&id),
             Some(trace),
         );
-        let body = match r.body() {
-            ResponseBody::Full(Some(b)) => b.clone(),
-            _ => panic!("not a full body"),
-        };
+        let body = r.body().clone();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["trace_id"], trace);
         let r = respond(&ProxyError::BadRequest("x"), None, None);
-        let body = match r.body() {
-            ResponseBody::Full(Some(b)) => b.clone(),
-            _ => panic!("not a full body"),
-        };
+        let body = r.body().clone();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(v["trace_id"].is_null());
     }

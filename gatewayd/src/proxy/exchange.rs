@@ -7,12 +7,12 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
 use rand::Rng;
 use tokio::time::Instant;
 
 use super::attempts::Call;
-use super::body::ResponseBody;
 use super::error::{respond, ProxyError};
 use super::trace::{Incoming, SpanFacts, Trace, TraceContext};
 use super::worker::{with_rng, ConnInfo, Worker};
@@ -336,12 +336,12 @@ impl<'a> Exchange<'a> {
 }
 
 /// A route policy's answer: the gateway's JSON error when it has a code, else the body it
-/// carries (an auth service's) or none; the policy's headers on it either way.
+/// carries (an auth service's) or none (empty); the policy's headers on it either way.
 pub(crate) fn policy_answer(
     a: crate::policy::Answer,
     request_id: Option<&HeaderValue>,
     trace_id: Option<&str>,
-) -> http::Response<ResponseBody> {
+) -> http::Response<Bytes> {
     let mut resp = match a.code {
         Some(code) => respond(
             &ProxyError::Refused {
@@ -352,8 +352,7 @@ pub(crate) fn policy_answer(
             trace_id,
         ),
         None => {
-            let body = a.body.map_or_else(ResponseBody::empty, ResponseBody::full);
-            let mut r = http::Response::new(body);
+            let mut r = http::Response::new(a.body.unwrap_or_default());
             *r.status_mut() = a.status;
             r
         }

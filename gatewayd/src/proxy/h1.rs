@@ -6,11 +6,22 @@
 //! copied that is not changed. HTTP/2 clients (prior-knowledge preface) and requests for HTTP/2
 //! or TLS upstreams are handed to hyper with the bytes already read put back.
 //!
-//! Files by the side they serve: `read` and `head` read the client; `respond` writes the client
-//! (response heads and bodies, gateway answers, the lingering close); `forward` and `upstream`
-//! write and read the upstream; `upload` and `duplex` drive both at once; `io` holds what both
-//! sides share.
+//! Files by the side they serve, each socket written from the file of its side: `read` and
+//! `head` read the client; `respond` writes the client (response heads and bodies, gateway
+//! answers, `100 Continue`, the lingering close); `forward` builds the upstream head,
+//! `upstream` writes and reads the upstream and `upload` writes the request body to it (reading
+//! the client, and calling `respond` for `100 Continue`); `duplex` runs both directions at once
+//! through those writers (the relay while a body still streams), and is the one file that
+//! writes both sockets itself (the tunnel after `101`, `copy_bidirectional`); `attempt` plugs
+//! `upstream` into the attempts phase; `io` holds what both sides share (buffer size, the
+//! side-neutral vectored write, field lines).
+//!
+//! Imports inside: the codecs (`head`, `response`, `chunked`, `io`) import no side; `respond`
+//! imports only codecs; `upload` imports codecs and `respond`, `upstream` codecs and `upload`;
+//! neither imports the worker or the attempts phase (the worker owns their pool: that would be
+//! a circle). `duplex`, `attempt`, `read` and `forward` sit above them, and `h1.rs` above all.
 
+mod attempt;
 mod chunked;
 mod duplex;
 pub(super) mod forward;
@@ -29,16 +40,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Method, Version};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use self::duplex::Uploaded;
+use self::duplex::{switch_protocols, Uploaded};
 use self::head::{Field, Framing, RequestHead};
 use self::idle::Watched;
 use self::read::{read_request, whole_body, Read, HEAD_BUF};
 use self::respond::{
-    add_fields, answer, error_reply, forward_body, linger, response_head, switch_protocols,
+    add_fields, answer, error_reply, finish_continue, forward_body, linger, response_head,
     write_synthetic, Cut, Forwarded, Next, Reply,
 };
 pub(crate) use self::rewind::Rewind;
@@ -464,7 +475,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
             Body::Streaming(mut upload) => {
                 // An interim `100 Continue` cut short is finished before the final answer.
                 let rest = upload.take_continue_rest();
-                if !rest.is_empty() && self.io.write_all(rest).await.is_err() {
+                if finish_continue(&mut self.io, rest).await.is_err() {
                     ex.w.metrics
                         .count_client_fault(ClientFault::AbortedResponse);
                     return Next::Close;

@@ -7,9 +7,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::attempts::{attempts, SendError, Slot};
+use super::attempts::{attempts, Slot};
 use super::body::{BodyIdle, ResponseBody};
-use super::error::{respond, ClientFault, Fault, ProxyError};
+use super::error::{respond, ClientFault, Fault, ProxyError, SendError};
 use super::exchange::{policy_answer, Exchange, Policies};
 use super::headers;
 use super::request_body::{BodyWatch, RequestBody};
@@ -54,7 +54,7 @@ pub async fn handle(
             if let Some(s) = ex.trace.as_deref_mut().and_then(|t| t.span.as_mut()) {
                 s.error = Some(e.code());
             }
-            respond(&e, ex.request_id.as_ref(), ex.trace_id())
+            respond(&e, ex.request_id.as_ref(), ex.trace_id()).map(ResponseBody::full)
         }
     };
     cancelled.disarm();
@@ -110,7 +110,10 @@ async fn handle_inner(
         };
         match chain.apply(&view, w, snap).await {
             Gate::Pass(h, e) => (ex.policy, edits) = (h, e),
-            Gate::Answer(a) => return Ok(policy_answer(a, ex.request_id.as_ref(), ex.trace_id())),
+            Gate::Answer(a) => {
+                let resp = policy_answer(a, ex.request_id.as_ref(), ex.trace_id());
+                return Ok(resp.map(ResponseBody::full));
+            }
         }
     }
     route.backends[bi].metrics.shard(w.id).start();

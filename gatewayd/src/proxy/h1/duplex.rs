@@ -10,13 +10,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head::Framing;
 use super::idle::Watched;
-use super::respond::{forward_body, Cut, Forwarded};
+use super::respond::{forward_body, write_switch, Cut, Forwarded, Next};
 use super::upload::Upload;
-use super::upstream::Conn;
+use super::upstream::{write_after_switch, Conn};
 use crate::proxy::error::ProxyError;
 
 /// How the request body ended while the response was relayed.
@@ -85,6 +86,34 @@ pub(super) async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     }
     let r = forwarded.await;
     (r, uploaded.unwrap_or(Uploaded::Unfinished))
+}
+
+/// Passes a `101 Switching Protocols` on to the client, sends the upstream what the client sent
+/// after its request head (in `buf`), then relays bytes both ways until either side ends.
+pub(super) async fn switch_protocols<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut C,
+    buf: &mut BytesMut,
+    down: &mut Vec<u8>,
+    conn: Box<Conn>,
+    request_id: Option<&HeaderValue>,
+) -> Next {
+    let Conn {
+        io: mut up,
+        buf: mut early,
+        head,
+    } = *conn;
+    if write_switch(io, down, &head, &mut early, request_id)
+        .await
+        .is_err()
+        || write_after_switch(&mut up, buf).await.is_err()
+    {
+        return Next::Close;
+    }
+    buf.clear();
+    if let Err(e) = tokio::io::copy_bidirectional(io, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+    Next::Close
 }
 
 // === impl Shared ===

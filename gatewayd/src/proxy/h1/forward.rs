@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use http::HeaderValue;
 
 use super::head::{listed_in_connection, Field, Framing, Kind, RequestHead};
+use super::io::{put_field, LineCopier};
 use crate::config::PathMatch;
 use crate::policy::UpstreamEdits;
 use crate::proxy::error::ProxyError;
@@ -36,60 +37,6 @@ pub struct Additions<'a> {
     /// the client's `tracestate` is dropped when its trace was not continued. `None`: both pass
     /// as received.
     pub trace: Option<&'a TraceContext>,
-}
-
-/// Copies kept fields as their received lines, each run of consecutive lines in one copy (a
-/// line not ending in CRLF is rewritten instead). Call [`flush`] before writing anything else.
-///
-/// [`flush`]: LineCopier::flush
-#[derive(Debug)]
-pub struct LineCopier<'a> {
-    raw: &'a [u8],
-    start: usize,
-    end: usize,
-}
-
-// === impl LineCopier ===
-
-impl<'a> LineCopier<'a> {
-    /// Copies from `raw`, the head the fields point into.
-    pub fn new(raw: &'a [u8]) -> Self {
-        Self {
-            raw,
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// Appends field `f` (after any earlier kept ones).
-    pub fn keep(&mut self, out: &mut Vec<u8>, f: &Field) {
-        let name_start = f.name.0 as usize;
-        let value_end = (f.value.0 + f.value.1) as usize;
-        let rest = &self.raw[value_end..];
-        let ws = rest
-            .iter()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .count();
-        if rest.get(ws..ws + 2) == Some(&b"\r\n"[..]) {
-            if self.end != name_start {
-                self.flush(out);
-                self.start = name_start;
-            }
-            self.end = value_end + ws + 2;
-        } else {
-            self.flush(out);
-            put_field(out, f.name(self.raw), f.value(self.raw));
-        }
-    }
-
-    /// Writes out the pending run.
-    pub fn flush(&mut self, out: &mut Vec<u8>) {
-        if self.end > self.start {
-            out.extend_from_slice(&self.raw[self.start..self.end]);
-        }
-        self.start = 0;
-        self.end = 0;
-    }
 }
 
 /// Writes the upstream request head from the client's, field by field: the received bytes of
@@ -259,12 +206,4 @@ pub(super) fn upstream_head(
 fn replaced_by_trace(t: &TraceContext, name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"traceparent")
         || (t.drop_tracestate && name.eq_ignore_ascii_case(b"tracestate"))
-}
-
-/// Appends `name: value\r\n`.
-pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }

@@ -11,12 +11,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 use super::chunked::Chunked;
-use super::forward::{put_field, LineCopier};
 use super::head::{self, Framing, Kind};
-use super::io::{write_all_vectored, READ_BUF};
+use super::io::{put_field, write_all_vectored, LineCopier, READ_BUF};
 use super::response::ResponseHead;
-use super::upstream::Conn;
 use crate::proxy::error::{respond, ProxyError};
+
+/// The interim answer to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the connection does after a request.
 pub(crate) enum Next {
@@ -122,41 +123,21 @@ fn itoa3(n: u16) -> [u8; 3] {
     ]
 }
 
-/// Passes a `101 Switching Protocols` on to the client, then relays bytes both ways until either
-/// side ends.
-pub(super) async fn switch_protocols<C: AsyncRead + AsyncWrite + Unpin>(
+/// Writes the client its `101 Switching Protocols`, made from the upstream's head at the front
+/// of `early` (into `down`), and the bytes the upstream sent after that head.
+pub(super) async fn write_switch<C: AsyncWrite + Unpin>(
     io: &mut C,
-    buf: &mut BytesMut,
     down: &mut Vec<u8>,
-    conn: Box<Conn>,
+    head: &ResponseHead,
+    early: &mut BytesMut,
     request_id: Option<&HeaderValue>,
-) -> Next {
-    response_head(
-        down,
-        &conn.head,
-        &conn.buf,
-        request_id,
-        Reply::Upgrade,
-        false,
-    );
-    let Conn {
-        io: mut up,
-        buf: mut early,
-        head,
-    } = *conn;
+) -> std::io::Result<()> {
+    response_head(down, head, early, request_id, Reply::Upgrade, false);
     early.advance(head.len);
-    let parts = [IoSlice::new(down), IoSlice::new(&early)];
-    if write_all_vectored(io, parts).await.is_err() || up.write_all(buf).await.is_err() {
-        return Next::Close;
-    }
-    buf.clear();
-    if let Err(e) = tokio::io::copy_bidirectional(io, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
-    Next::Close
+    let parts = [IoSlice::new(down), IoSlice::new(early)];
+    write_all_vectored(io, parts).await
 }
 
-/// Streams the response body after `head` (already in `down_head`) to the client.
 /// Which side cut a response body short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cut {
@@ -168,6 +149,7 @@ pub(super) enum Cut {
     Idle,
 }
 
+/// Streams the response body after `head` (already in `down_head`) to the client.
 pub(super) async fn forward_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     down: &mut C,
     (up, buf): (&mut U, &mut BytesMut),
@@ -279,6 +261,42 @@ async fn refill<U: AsyncRead + Unpin>(up: &mut U, buf: &mut BytesMut) -> Result<
     }
 }
 
+/// Writes what is left of [`CONTINUE`] after its first `sent` bytes with one write, and counts
+/// what went in `sent` before it flushes the end: cancel-safe, as the upload that calls it
+/// (`upload::Upload::pump`) must be.
+pub(super) async fn write_continue<C: AsyncWrite + Unpin>(
+    client: &mut C,
+    sent: &mut usize,
+) -> Result<(), ProxyError> {
+    let n = client
+        .write(&CONTINUE[*sent..])
+        .await
+        .map_err(|_| ProxyError::ClientClosed("write failed"))?;
+    if n == 0 {
+        return Err(ProxyError::ClientClosed("write failed"));
+    }
+    *sent += n;
+    if *sent == CONTINUE.len() {
+        client
+            .flush()
+            .await
+            .map_err(|_| ProxyError::ClientClosed("write failed"))?;
+    }
+    Ok(())
+}
+
+/// Finishes an interim `100 Continue` whose write was cut short (`rest`, empty when none was)
+/// before the final answer goes out.
+pub(super) async fn finish_continue<C: AsyncWrite + Unpin>(
+    io: &mut C,
+    rest: &[u8],
+) -> std::io::Result<()> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    io.write_all(rest).await
+}
+
 /// Closes after a response: sends FIN, then reads and discards what the client still sends for
 /// a short while (bounded in time and bytes), so an unread request body does not turn the close
 /// into a reset that destroys the response before the client reads it (nginx's lingering close).
@@ -317,7 +335,7 @@ pub(super) async fn error_reply<C: AsyncWrite + Unpin>(
 /// Answers with an in-memory response the gateway made (a policy's, an error).
 pub(super) async fn answer<C: AsyncWrite + Unpin>(
     io: &mut C,
-    resp: http::Response<crate::proxy::body::ResponseBody>,
+    resp: http::Response<Bytes>,
     reply: Reply,
     head_request: bool,
 ) -> Next {
@@ -365,14 +383,11 @@ pub(super) async fn write_synthetic<C: AsyncWrite + Unpin>(
 /// Writes an in-memory response with a `content-length`, `date` and our connection field.
 async fn write_response<C: AsyncWrite + Unpin>(
     io: &mut C,
-    resp: &http::Response<crate::proxy::body::ResponseBody>,
+    resp: &http::Response<Bytes>,
     reply: Reply,
     head_request: bool,
 ) -> std::io::Result<()> {
-    let body = match resp.body() {
-        crate::proxy::body::ResponseBody::Full(Some(b)) => b.clone(),
-        _ => Bytes::new(),
-    };
+    let body = resp.body();
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(resp.status().as_str().as_bytes());
@@ -400,7 +415,7 @@ async fn write_response<C: AsyncWrite + Unpin>(
         Reply::KeepAlive | Reply::Upgrade => {}
     }
     out.extend_from_slice(b"\r\n");
-    let body: &[u8] = if head_request { &[] } else { &body };
+    let body: &[u8] = if head_request { &[] } else { body };
     write_all_vectored(io, [IoSlice::new(&out), IoSlice::new(body)]).await
 }
 

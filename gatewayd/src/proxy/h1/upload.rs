@@ -14,10 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use super::chunked::Chunked;
 use super::head::Framing;
 use super::io::READ_BUF;
+use super::respond::{write_continue, CONTINUE};
 use crate::proxy::error::ProxyError;
-
-/// The interim answer to `Expect: 100-continue`.
-pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How far a request body got on its way upstream.
 #[derive(Debug)]
@@ -170,25 +168,12 @@ impl Upload {
                 up.flush().await.map_err(|e| broken(e.to_string()))?;
                 return Ok(());
             }
-            if let Some(sent) = self.continue_sent.filter(|&n| n < CONTINUE.len()) {
+            if let Some(sent) = self.continue_sent.as_mut().filter(|n| **n < CONTINUE.len()) {
                 if self.answered {
                     // The final answer is out: the client decides whether its body follows.
                     return Err(ProxyError::ClientClosed("body held back after the answer"));
                 }
-                let n = client
-                    .write(&CONTINUE[sent..])
-                    .await
-                    .map_err(|_| ProxyError::ClientClosed("write failed"))?;
-                if n == 0 {
-                    return Err(ProxyError::ClientClosed("write failed"));
-                }
-                self.continue_sent = Some(sent + n);
-                if sent + n == CONTINUE.len() {
-                    client
-                        .flush()
-                        .await
-                        .map_err(|_| ProxyError::ClientClosed("write failed"))?;
-                }
+                write_continue(client, sent).await?;
                 continue;
             }
             if buf.capacity() - buf.len() < READ_BUF / 2 {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -19,11 +19,8 @@ use super::response::ResponseHead;
 use super::upload::{Body, Upload};
 use crate::config::StatusSet;
 use crate::fxhash::FxHashMap;
-use crate::proxy::attempts::{Answer, Resend, SendError};
-use crate::proxy::error::ProxyError;
+use crate::proxy::error::{ProxyError, SendError};
 use crate::proxy::transport::connect_tcp;
-use crate::proxy::worker::Worker;
-use crate::snapshot::ServiceRuntime;
 
 /// One upstream connection and its read buffer.
 #[derive(Debug)]
@@ -158,14 +155,6 @@ pub struct Outgoing<'a, C> {
     pub retry_on: &'a StatusSet,
 }
 
-impl<C> Resend for Outgoing<'_, C> {
-    fn settle(self) {
-        if let Some(n) = self.buffered {
-            self.down.buf.advance(n);
-        }
-    }
-}
-
 /// A response head received from the upstream, with the connection it came on (what an attempt
 /// of the engine returns).
 #[derive(Debug)]
@@ -178,30 +167,6 @@ pub struct Answered {
     /// What became of the request body: all sent, still streaming (it goes on while the
     /// response is relayed), or abandoned by the upstream (the connection must then close).
     pub body: Body,
-}
-
-impl Answer for Answered {
-    fn status(&self) -> u16 {
-        self.conn.head.status
-    }
-
-    fn discard(self, w: &Worker, svc: &ServiceRuntime) {
-        let Self { conn, addr, body } = self;
-        let head = &conn.head;
-        // Pooled only when the whole answer is already read (a small error body comes with its
-        // head): draining more would hold the retry up.
-        let drained = match head.framing(false) {
-            Framing::Length(n) => (conn.buf.len() - head.len) as u64 == n,
-            Framing::None => conn.buf.len() == head.len,
-            _ => false,
-        };
-        if drained && !head.close && matches!(body, Body::Sent) {
-            let (max_idle, idle) = (svc.config.max_idle_per_endpoint, svc.config.idle_timeout);
-            w.upstreams
-                .raw()
-                .give_back(addr, conn, max_idle, idle, Instant::now());
-        }
-    }
 }
 
 /// Sends `out` to `addr` on a pooled connection (or a new one; always a new one without a pool)
@@ -354,6 +319,12 @@ async fn streamed<'a, C: AsyncRead + AsyncWrite + Unpin>(
         Ok(body) => Ok(Answered { conn, addr, body }),
         Err(e) => Err(head_failed(e, addr, SendError::Failed)),
     }
+}
+
+/// Sends the upstream, after it switched protocols, what the client sent behind its request head
+/// (the new protocol's first bytes).
+pub async fn write_after_switch(io: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await
 }
 
 /// Opens a connection to `addr`.
