@@ -3,8 +3,8 @@
 //! ([`exchange::Exchange`]). Two front ends share it: the HTTP/1.1 engine (`h1`) and the hyper
 //! path (`handle`, for HTTP/2). One table turns failures into answers (`error::respond`).
 //!
-//! Who may import whom, bottom up (no import circle; a module imports only from the layers
-//! below its own, or within it without a loop):
+//! Who may import whom, bottom up (no import circle: `layers.rs` checks it; a module imports
+//! only from the layers below its own, or within it without a loop):
 //! 1. leaves, which import nothing of `proxy/`: `error` (failures, [`SendError`], the one
 //!    table from error to answer), `headers`, `trace`, `retry`, `request_body`, `idle`,
 //!    `h2guard`, `proxy_protocol`;
@@ -29,6 +29,8 @@ mod h2guard;
 mod handle;
 mod headers;
 mod idle;
+#[cfg(test)]
+mod layers;
 pub mod proxy_protocol;
 mod redirect;
 mod request_body;
