@@ -13,6 +13,7 @@ mod cases {
     pub mod duplex;
     pub mod faults;
     pub mod fleet_limits;
+    pub mod flood;
     pub mod gwctl_cli;
     pub mod gwctl_tui;
     pub mod http1;

@@ -457,6 +457,26 @@ mod tests {
     }
 
     #[test]
+    fn workers_inserting_at_once_never_take_the_table_past_its_bound() {
+        // Four threads meet the table's last free slots together, many times over: the bound
+        // holds exactly (a check-then-insert would let two of them in at once).
+        for round in 0..20u32 {
+            let l = limit(1, 3600, 1, 100);
+            std::thread::scope(|s| {
+                for t in 0..4u32 {
+                    let l = &l;
+                    s.spawn(move || {
+                        for i in 0..200 {
+                            let _ = l.check(ip(round * 10_000 + t * 1000 + i), &NoHeaders, None);
+                        }
+                    });
+                }
+            });
+            assert_eq!(l.keys(), 100, "round {round}");
+        }
+    }
+
+    #[test]
     fn names_are_quoted_as_structured_field_strings() {
         assert_eq!(sf_string("a\"b\\c\u{e9}"), "a\\\"b\\\\c");
     }
