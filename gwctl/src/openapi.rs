@@ -119,19 +119,28 @@ pub fn import(doc: &Document, opts: &Options) -> Import {
         );
     }
     for (path, item) in doc.paths() {
-        let Some(item) = item.as_object() else {
+        let Some(written) = item.as_object() else {
             continue;
         };
-        if item.contains_key("$ref") {
-            let reason = "path item '$ref' is not followed: no routes for this path";
-            b.unmapped(path, reason.into());
-            continue;
-        }
+        // A `$ref` (3.1's `components/pathItems`, or anywhere in this document) is followed;
+        // the referring object's own extensions win over the target's.
+        let item = match spec::path_item(doc, written) {
+            Ok(item) => item,
+            Err(reason) => {
+                b.unmapped(path, reason);
+                continue;
+            }
+        };
         let path_base = match item.get("servers") {
             Some(s) => spec::base_path(Some(s), &format!("{path} servers"), &mut b.out.unmapped),
             None => root_base.clone(),
         };
-        let path_ext = extensions::of(item);
+        let mut path_ext = extensions::of(written);
+        for (e, v) in extensions::of(item) {
+            if !path_ext.iter().any(|(w, _)| *w == e) {
+                path_ext.push((e, v));
+            }
+        }
         for method in METHODS {
             if let Some(op) = item.get(method).and_then(Value::as_object) {
                 b.operation(opts, path, &path_base, &path_ext, method, op);

@@ -23,6 +23,57 @@ impl Document {
     }
 }
 
+/// How many `$ref`s in a row a path item may go through (a longer chain is taken as a loop).
+const MAX_REF_HOPS: usize = 8;
+
+/// The path item `item` stands for: itself, or the object its `$ref` points to in this
+/// document (`#/components/pathItems/Report`), followed through further `$ref`s. A reference
+/// to another document, one that does not resolve to an object, or a loop is the reason no
+/// routes are made for the path.
+pub fn path_item<'a>(
+    doc: &'a Document,
+    item: &'a Map<String, Value>,
+) -> Result<&'a Map<String, Value>, String> {
+    let mut at = item;
+    for _ in 0..MAX_REF_HOPS {
+        let Some(r) = at.get("$ref") else {
+            return Ok(at);
+        };
+        let Some(pointer_text) = r.as_str().and_then(|r| r.strip_prefix('#')) else {
+            return Err(format!(
+                "path item '$ref' {r} is not in this document: not followed, no routes for this path"
+            ));
+        };
+        at = pointer(&doc.root, pointer_text)
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                format!(
+                    "path item '$ref' {r} does not resolve to an object: no routes for this path"
+                )
+            })?;
+    }
+    Err(format!(
+        "path item '$ref' goes through more than {MAX_REF_HOPS} references: no routes for this path"
+    ))
+}
+
+/// The value a JSON pointer (`/components/pathItems/Report`, RFC 6901) names in the document.
+fn pointer<'a>(root: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
+    let mut tokens = pointer
+        .strip_prefix('/')?
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"));
+    let mut v = root.get(&tokens.next()?)?;
+    for t in tokens {
+        v = match v {
+            Value::Object(m) => m.get(&t)?,
+            Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
 /// Parses JSON (when the text starts with `{`) or YAML, and checks `openapi: 3.0.x | 3.1.x`.
 pub fn parse_document(text: &str) -> Result<Document, ImportError> {
     let value: Value = if text.trim_start().starts_with('{') {

@@ -63,7 +63,7 @@ fn extensions_become_policies_and_what_cannot_is_reported() {
     assert_eq!(route("deletePet").policies, ["deletePet-cors"]);
     let rl = &route("addPet").generated[0];
     assert_eq!(rl.name, "addPet-rate-limit");
-    assert_eq!(rl.table["rate"].as_str(), Some("5/s"));
+    assert_eq!(rl.table["rate"].as_str(), Some("10/h"));
     assert_eq!(rl.table["burst"].as_integer(), Some(10));
     assert_eq!(
         i.named_policies(),
@@ -125,8 +125,52 @@ fn names_are_sanitized_made_unique_and_derived_without_operation_id() {
         "GET /a/{y}: matches the same requests as route 'repos-get'"
     ));
     assert!(has("GET /bad/{x}{y}: path is not a meshgate template"));
-    assert!(has("/ref: path item '$ref' is not followed"));
+    assert!(has(
+        "/ref: path item '$ref' \"#/components/pathItems/x\" does not resolve to an object"
+    ));
     validate(&i.routes);
+}
+
+#[test]
+fn path_item_refs_within_the_document_are_followed() {
+    let doc = parse_document(
+        r##"{"openapi": "3.1.0",
+            "paths": {
+              "/reports/{id}": {"$ref": "#/components/pathItems/Report", "x-meshgate-policies": ["mine"]},
+              "/again/{id}": {"$ref": "#/components/pathItems/Alias"},
+              "/far": {"$ref": "other.yaml#/components/pathItems/Report"},
+              "/loop": {"$ref": "#/components/pathItems/Loop"}
+            },
+            "components": {"pathItems": {
+              "Report": {"get": {"operationId": "getReport"}, "x-meshgate-policies": ["theirs"]},
+              "Alias": {"$ref": "#/components/pathItems/Report"},
+              "Loop": {"$ref": "#/components/pathItems/Loop"}
+            }}}"##,
+    )
+    .unwrap();
+    let i = import(&doc, &Options::default());
+    let routes: Vec<(&str, &str, &[String])> = i
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.path.as_str(), r.policies.as_slice()))
+        .collect();
+    // The referring item's extensions win over the target's.
+    assert_eq!(
+        routes,
+        [
+            ("getReport", "/again/{id}", &["theirs".to_string()][..]),
+            ("getReport-2", "/reports/{id}", &["mine".to_string()][..]),
+        ]
+    );
+    let reasons: Vec<String> = i
+        .unmapped
+        .iter()
+        .map(|u| format!("{}: {}", u.at, u.reason))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:#?}");
+    assert!(reasons[0].starts_with("/far: path item '$ref' \"other.yaml#"));
+    assert!(reasons[0].contains("is not in this document"));
+    assert!(reasons[1].starts_with("/loop: path item '$ref' goes through more than 8"));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `gwctl import openapi` end to end: the Swagger Petstore v3 fixture and GitHub's REST
+//! `gwctl import openapi` end to end: the Swagger Petstore v3 fixture, a small OpenAPI 3.1
+//! fixture (`type: [string, "null"]`, webhooks, `components.pathItems`), and GitHub's REST
 //! description (npm `@octokit/openapi`, installed by tests/run.sh) are imported, the output
 //! passes `gatewayd check`, a gateway running it routes one sample request per operation (path
 //! parameters filled in) to the service — each to its own route, as the admin stats show — and
@@ -212,21 +213,25 @@ async fn petstore_import_checks_and_routes_every_operation() {
         resp.headers()["access-control-allow-origin"],
         "https://shop.example.com"
     );
-    // … and POST /pet's rate limit (5/s, burst 10): back-to-back requests meet a 429 with the
-    // RateLimit headers (however slow the machine, as long as it beats 5 requests a second).
-    let mut limited = None;
-    for i in 0..200 {
+    // … and POST /pet's rate limit (10 an hour, burst 10): the sample request above spent one,
+    // nine more pass with the remaining quota counting down, the next gets a 429 (an hour's
+    // window: no refill while the test runs, however slow the machine).
+    for left in (0..9).rev() {
         let r = http.post(gw.url("/api/v3/pet")).send().await.unwrap();
-        if r.status() == 429 {
-            assert!(r.headers().contains_key("ratelimit-policy"), "{r:?}");
-            limited = Some(i);
-            break;
-        }
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["ratelimit-policy"],
+            "\"addPet-rate-limit\";q=10;w=3600"
+        );
+        let now = r.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(
+            now.starts_with(&format!("\"addPet-rate-limit\";r={left};")),
+            "{now}"
+        );
     }
-    assert!(
-        limited.is_some_and(|i| i >= 9),
-        "429 after {limited:?} requests"
-    );
+    let r = http.post(gw.url("/api/v3/pet")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"), "{r:?}");
 
     // --strict: the same output, exit 6 because of the extensions.
     let strict = import(&fixture("petstore-v3.yaml"), "petstore", &["--strict"]).await;
@@ -243,6 +248,73 @@ async fn petstore_import_checks_and_routes_every_operation() {
     assert!(v1
         .stdout
         .contains("path_template = \"/v1/api/v3/pet/{petId}\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openapi_3_1_description_imports_checks_and_routes_every_operation() {
+    trace_init();
+    let run = import(&fixture("shop-v3.1.yaml"), "shop", &[]).await;
+    run.expect_code(0);
+    // Webhooks are reported; the `$ref` to `components/pathItems` is followed.
+    assert!(
+        run.stderr
+            .contains("not mapped: webhooks: webhooks are calls the API makes"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("$ref"), "{run}");
+    for path in [
+        "path = \"/shop/v2/items\"",
+        "path_template = \"/shop/v2/items/{itemId}\"",
+        "path_template = \"/shop/v2/items/{itemId}/photos/{name}.png\"",
+        "path_template = \"/shop/v2/reports/{reportId}\"",
+    ] {
+        assert!(run.stdout.contains(path), "{path} in:\n{run}");
+    }
+    assert_eq!(run.stdout.matches("[[routes]]").count(), 6, "{run}");
+    // The same description as JSON gives the same routes.
+    let v: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(fixture("shop-v3.1.yaml")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("shop-v3.1.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let from_json = import(&json, "shop", &[]).await;
+    from_json.expect_code(0);
+    same_routes(&from_json.stdout, &run.stdout);
+
+    let gw = routes_every_operation(
+        &run.stdout,
+        "shop",
+        "",
+        &[
+            "/shop/v2/items/a/b",
+            "/shop/v2/items/a/photos/b.jpg",
+            "/shop/v2/reports",
+            "/shop/v2/",
+            "/items",
+        ],
+    )
+    .await;
+    // POST /items' inline rate limit (5 an hour): the sample spent one, four more pass.
+    let http = client();
+    for left in (0..4).rev() {
+        let r = http.post(gw.url("/shop/v2/items")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let now = r.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(
+            now.starts_with(&format!("\"createItem-rate-limit\";r={left};")),
+            "{now}"
+        );
+    }
+    let r = http.post(gw.url("/shop/v2/items")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    // Only that operation is limited.
+    let r = http
+        .get(gw.url("/shop/v2/items?cursor=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("ratelimit"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
