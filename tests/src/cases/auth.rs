@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshgate_e2e::harness::consul::DevConsul;
 use meshgate_e2e::harness::eventually::eventually;
 use meshgate_e2e::harness::{trace_init, Gateway};
 use serde_json::Value;
@@ -36,10 +38,12 @@ type Seen = Vec<(String, String)>;
 type Reply = (u16, Vec<(&'static str, String)>, String);
 
 /// A loopback HTTP/1.1 + h2c server whose answers a closure decides, recording every request's
-/// path and headers (all of them, repeated names included).
+/// path and headers (all of them, repeated names included) and counting connections. Dropping
+/// it closes its connections too.
 struct Server {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<(String, Seen)>>>,
+    conns: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,12 +56,17 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<(String, Seen)>>> = Arc::default();
-        let log = seen.clone();
+        let conns: Arc<AtomicUsize> = Arc::default();
+        let (log, accepted) = (seen.clone(), conns.clone());
         let task = tokio::spawn(async move {
+            // Owned here: aborting the accept loop drops (and so aborts) every connection.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Relaxed);
+                while connections.try_join_next().is_some() {}
                 let (log, decide) = (log.clone(), decide.clone());
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (log, decide) = (log.clone(), decide.clone());
@@ -83,14 +92,24 @@ impl Server {
                         Ok::<_, Infallible>(r)
                     }
                 });
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            conns,
+            task,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    fn connections(&self) -> usize {
+        self.conns.load(Relaxed)
     }
 
     /// Requests received so far.
@@ -178,7 +197,7 @@ async fn jwks_server(doc: Arc<Mutex<Option<String>>>) -> Server {
 
 fn jwt_config(up: &Server, jwks_url: &str, refresh: &str, extra_policies: &str) -> String {
     format!(
-        "[services.up]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"api\"\npolicies = [\"api-jwt\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[[routes]]\nname = \"per-user\"\npath_prefix = \"/limited\"\npolicies = [\"per-sub\", \"api-jwt\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[policies.api-jwt]\nkind = \"jwt\"\njwks_url = \"{jwks_url}\"\njwks_refresh_interval = \"{refresh}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"5s\"\nalgorithms = [\"RS256\", \"PS256\", \"ES256\", \"HS256\"]\nforward_claims = {{ sub = \"X-User-Sub\", tenant = \"X-Tenant\" }}\nstrip_authorization = true\n\n[policies.per-sub]\nkind = \"rate_limit\"\nrate = \"2/m\"\nkey = \"claim:sub\"\n{extra_policies}",
+        "[services.up]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"api\"\npolicies = [\"api-jwt\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[[routes]]\nname = \"per-user\"\npath_prefix = \"/limited\"\npolicies = [\"per-sub\", \"api-jwt\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[policies.api-jwt]\nkind = \"jwt\"\njwks_url = \"{jwks_url}\"\njwks_refresh_interval = \"{refresh}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"5s\"\nalgorithms = [\"RS256\", \"RS384\", \"RS512\", \"PS256\", \"ES256\", \"ES384\", \"EdDSA\", \"HS256\"]\nforward_claims = {{ sub = \"X-User-Sub\", tenant = \"X-Tenant\" }}\nstrip_authorization = true\n\n[policies.per-sub]\nkind = \"rate_limit\"\nrate = \"2/m\"\nkey = \"claim:sub\"\n{extra_policies}",
         up.addr
     )
 }
@@ -188,6 +207,16 @@ async fn keys_loaded(gw: &Gateway, http: &reqwest::Client) {
     eventually("the JWKS is read", || async {
         let v = gw.admin_get_json(http, "/v1/config").await;
         (v["jwks"][0]["loaded"] == true).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the gateway has read the key sets of all its `n` jwt policies.
+async fn all_keys_loaded(gw: &Gateway, http: &reqwest::Client, n: usize) {
+    eventually("every JWKS is read", || async {
+        let v = gw.admin_get_json(http, "/v1/config").await;
+        let sets = v["jwks"].as_array()?;
+        (sets.len() == n && sets.iter().all(|s| s["loaded"] == true)).then_some(())
     })
     .await;
 }
@@ -221,9 +250,22 @@ async fn jwt_tokens_are_verified_and_claims_forwarded_on_both_engines() {
     let http = client();
     keys_loaded(&gw, &http).await;
 
-    // Valid tokens of three algorithms pass; the claims go upstream as headers, the client's
-    // own copies of those headers (in any spelling) and Authorization do not.
-    for name in ["valid", "valid_ps256", "valid_es256"] {
+    // A valid token of every algorithm the gateway verifies passes (RSA, RSA-PSS, two curves,
+    // Ed25519, an HMAC secret, and a key that declares its algorithm); the claims go upstream
+    // as headers, the client's own copies of those headers (in any spelling) and Authorization
+    // do not.
+    let one_per_algorithm = [
+        "valid",
+        "valid_rs384",
+        "valid_rs512",
+        "valid_ps256",
+        "valid_es256",
+        "valid_es384",
+        "valid_eddsa",
+        "valid_hs256",
+        "valid_rs512_declared",
+    ];
+    for name in one_per_algorithm {
         let auth = bearer(&m.token(name));
         let r = get(
             &http,
@@ -254,7 +296,9 @@ async fn jwt_tokens_are_verified_and_claims_forwarded_on_both_engines() {
         ("wrong_audience", "audience"),
         ("none", "algorithm"),
         ("hs_confusion", "algorithm"),
+        ("rs256_on_rs512_key", "algorithm"),
         ("bad_signature", "signature"),
+        ("hs256_wrong_secret", "signature"),
         ("unknown_kid", "key id"),
     ] {
         let auth = bearer(&m.token(name));
@@ -305,11 +349,15 @@ async fn jwt_tokens_are_verified_and_claims_forwarded_on_both_engines() {
 
     let metrics = gw.admin_get_text(&http, "/metrics").await;
     for line in [
-        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"allowed\"} 4",
-        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"expired\"} 2",
-        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"bad_algorithm\"} 2",
-        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"missing_token\"} 1",
-        "meshgate_jwks_stale{policy=\"api-jwt\"} 0",
+        format!(
+            "meshgate_policy_decisions_total{{policy=\"api-jwt\",outcome=\"allowed\"}} {}",
+            one_per_algorithm.len() + 1
+        ),
+        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"expired\"} 2".into(),
+        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"bad_algorithm\"} 3".into(),
+        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"bad_signature\"} 2".into(),
+        "meshgate_policy_decisions_total{policy=\"api-jwt\",outcome=\"missing_token\"} 1".into(),
+        "meshgate_jwks_stale{policy=\"api-jwt\"} 0".into(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
@@ -448,6 +496,163 @@ async fn a_rate_limit_keyed_by_a_claim_counts_each_subject() {
     let expired = bearer(&m.token("expired"));
     let r = get(&http, &gw, "/limited", &[("authorization", &expired)]).await;
     assert_eq!(r.status(), 401);
+}
+
+/// Routes beside [`jwt_config`]'s: `/lenient` under a jwt policy with a leeway of an hour that
+/// accepts RS256 only, and `/browser` under CORS, a per-address limit of 3 an hour and the
+/// usual jwt policy, listed in the reverse of the order they run in.
+fn chain_routes(jwks_url: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"lenient\"\npath_prefix = \"/lenient\"\npolicies = [\"lenient-jwt\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[[routes]]\nname = \"browser\"\npath_prefix = \"/browser\"\npolicies = [\"api-jwt\", \"per-ip\", \"web\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[policies.lenient-jwt]\nkind = \"jwt\"\njwks_url = \"{jwks_url}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"1h\"\nalgorithms = [\"RS256\"]\n\n[policies.per-ip]\nkind = \"rate_limit\"\nrate = \"3/h\"\nkey = \"client_ip\"\n\n[policies.web]\nkind = \"cors\"\nallow_origins = [\"https://app.example.com\"]\nallow_credentials = true\n"
+    )
+}
+
+/// The sum of `meshgate_policy_decisions_total` of `policy`, over every outcome.
+fn decisions(metrics: &str, policy: &str) -> u64 {
+    let prefix = format!("meshgate_policy_decisions_total{{policy=\"{policy}\",");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leeway_accepts_a_token_expired_within_it_and_refuses_one_beyond() {
+    trace_init();
+    let m = mint();
+    let doc = Arc::new(Mutex::new(Some(m.jwks_a.clone())));
+    let jwks = jwks_server(doc).await;
+    let up = upstream().await;
+    let url = format!("http://{}/jwks.json", jwks.addr);
+    let gw = Gateway::start(&jwt_config(&up, &url, "1h", &chain_routes(&url))).unwrap();
+    let http = client();
+    all_keys_loaded(&gw, &http, 2).await;
+    // Half an hour past exp, or half an hour before nbf: within the hour's leeway. Two hours:
+    // beyond it. The tokens' times are half an hour from the edges, so no clock matters.
+    for (name, status, reason) in [
+        ("expired_30m", 200, ""),
+        ("nbf_in_30m", 200, ""),
+        ("expired_2h", 401, "expired"),
+        ("nbf_in_2h", 401, "not valid yet"),
+        // The allow-list of this policy holds RS256 only.
+        ("valid_es256", 401, "algorithm"),
+    ] {
+        let auth = bearer(&m.token(name));
+        let r = get(&http, &gw, "/lenient", &[("authorization", &auth)]).await;
+        assert_eq!(r.status(), status, "{name}");
+        if status == 401 {
+            let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+            assert!(challenge.contains(reason), "{name}: {challenge}");
+        }
+    }
+    assert_eq!(up.hits(), 2);
+    // The same tokens under the policy with a leeway of 5 s: refused.
+    for name in ["expired_30m", "nbf_in_30m"] {
+        let auth = bearer(&m.token(name));
+        let r = get(&http, &gw, "/orders", &[("authorization", &auth)]).await;
+        assert_eq!(r.status(), 401, "{name} without the leeway");
+    }
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_carries_cors_and_ratelimit_headers_and_the_limit_runs_before_the_token_check() {
+    trace_init();
+    let m = mint();
+    let doc = Arc::new(Mutex::new(Some(m.jwks_a.clone())));
+    let jwks = jwks_server(doc).await;
+    let up = upstream().await;
+    let url = format!("http://{}/jwks.json", jwks.addr);
+    let gw = Gateway::start(&jwt_config(&up, &url, "1h", &chain_routes(&url))).unwrap();
+    let http = client();
+    all_keys_loaded(&gw, &http, 2).await;
+    let origin = ("origin", "https://app.example.com");
+
+    // Three bad tokens within the limit: 401s a browser can read, with the limit's headers.
+    for (left, name) in [(2, "expired"), (1, "bad_signature"), (0, "none")] {
+        let auth = bearer(&m.token(name));
+        let r = get(&http, &gw, "/browser", &[origin, ("authorization", &auth)]).await;
+        assert_eq!(r.status(), 401, "{name}");
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert!(
+            h.get_all("vary")
+                .iter()
+                .any(|v| v.to_str().unwrap().contains("Origin")),
+            "{h:?}"
+        );
+        assert_eq!(h["ratelimit-policy"], "\"per-ip\";q=3;w=3600");
+        assert_eq!(
+            h["ratelimit"].to_str().unwrap(),
+            format!("\"per-ip\";r={left};t={}", 1200 * (3 - left)),
+            "{name}"
+        );
+        assert!(h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+    }
+    let metrics = gw.admin_get_text(&http, "/metrics").await;
+    assert_eq!(decisions(&metrics, "api-jwt"), 3, "{metrics}");
+
+    // Over the limit, bad tokens and a good one alike get 429 (with the CORS headers): the
+    // limit runs first, so none of these tokens is even parsed.
+    let mut flood: Vec<String> = ["bad_signature", "hs_confusion", "unknown_kid", "expired"]
+        .iter()
+        .cycle()
+        .take(20)
+        .map(|n| bearer(&m.token(n)))
+        .collect();
+    flood.push(bearer(&m.token("valid")));
+    for auth in &flood {
+        let r = get(&http, &gw, "/browser", &[origin, ("authorization", auth)]).await;
+        assert_eq!(r.status(), 429);
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert!(h.contains_key("retry-after"));
+        assert!(h["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per-ip\";r=0;"));
+        assert!(!h.contains_key("www-authenticate"), "{h:?}");
+    }
+    // HTTP/2 sees the same order.
+    let (status, headers) = h2_once(
+        &gw,
+        "GET",
+        "/browser",
+        &[origin, ("authorization", flood[0].as_str())],
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    // A preflight comes before the limit: still answered.
+    let r = http
+        .request(reqwest::Method::OPTIONS, gw.url("/browser"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let metrics = gw.admin_get_text(&http, "/metrics").await;
+    assert_eq!(
+        decisions(&metrics, "api-jwt"),
+        3,
+        "no token over the limit was checked:\n{metrics}"
+    );
+    for line in [
+        "meshgate_policy_decisions_total{policy=\"per-ip\",outcome=\"allowed\"} 3",
+        "meshgate_policy_decisions_total{policy=\"per-ip\",outcome=\"limited\"} 22",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert_eq!(up.hits(), 0, "nothing reached the upstream");
 }
 
 /// An auth service: `Bearer allow` → 200 with `X-Auth-User: alice`; `Bearer deny` → 401 with
@@ -764,4 +969,116 @@ async fn a_verified_token_is_remembered_until_its_key_leaves_the_set() {
     );
     let v = gw.admin_get_json(&http, "/v1/config").await;
     assert_eq!(v["jwks"][0]["token_cache_hits"], 2, "{v}");
+}
+
+/// Forward auth to a Consul-discovered service of two instances, balanced round robin.
+fn consul_auth_config(dc: &DevConsul, up: &Server) -> String {
+    format!(
+        "[consul]\naddress = \"{}\"\nwait = \"5s\"\nbackoff_max = \"1s\"\ncache_file = \"discovery.json\"\n\n[services.up]\nendpoints = [\"{}\"]\n\n[services.auth]\nconsul = {{ service = \"auth\" }}\nbalance = \"round_robin\"\n\n[[routes]]\nname = \"api\"\npath_prefix = \"/orders\"\npolicies = [\"fa\"]\nbackends = [{{ name = \"up\", weight = 1 }}]\n\n[policies.fa]\nkind = \"forward_auth\"\nservice = \"auth\"\npath = \"/check\"\nrequest_headers = [\"authorization\"]\nresponse_headers = [\"x-auth-user\"]\n",
+        dc.url(),
+        up.addr
+    )
+}
+
+/// Addresses of the endpoints the gateway holds for `service`.
+async fn endpoint_addrs(gw: &Gateway, http: &reqwest::Client, service: &str) -> Vec<String> {
+    let u: Value = gw.admin_get_json(http, "/v1/upstreams").await;
+    let mut out: Vec<String> = u
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["service"] == service)
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["addr"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_to_a_consul_service_is_balanced_pooled_and_outlives_an_instance() {
+    trace_init();
+    let dc = DevConsul::start().unwrap();
+    let up = upstream().await;
+    let (one, two) = (auth_service().await, auth_service().await);
+    dc.register("auth-1", "auth", &[], one.addr).await.unwrap();
+    dc.register("auth-2", "auth", &[], two.addr).await.unwrap();
+    let gw = Gateway::start(&consul_auth_config(&dc, &up)).unwrap();
+    let http = client();
+    let mut both = vec![one.addr.to_string(), two.addr.to_string()];
+    both.sort();
+    eventually("the gateway holds both auth instances", || async {
+        (endpoint_addrs(&gw, &http, "auth").await == both).then_some(())
+    })
+    .await;
+
+    // Balanced: round robin alternates between the two (each worker's pick interleaves with
+    // the other's, so they differ by the workers' count at most). Pooled: each worker keeps
+    // one connection to each instance, far fewer than the requests.
+    const N: usize = 40;
+    for _ in 0..N {
+        let r = get(
+            &http,
+            &gw,
+            "/orders/1",
+            &[("authorization", "Bearer allow")],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(values(&up.last(), "x-auth-user"), ["alice"]);
+    }
+    let (h1, h2) = (one.hits(), two.hits());
+    assert_eq!(h1 + h2, N);
+    assert!(h1.abs_diff(h2) <= 2, "balanced: {h1} and {h2}");
+    let conns = one.connections() + two.connections();
+    assert!(
+        (2..=4).contains(&conns),
+        "{conns} connections for {N} subrequests: pooled, one per worker and instance at most"
+    );
+    // A denial from either instance goes back as it came.
+    for _ in 0..2 {
+        let r = get(&http, &gw, "/orders/1", &[("authorization", "Bearer nope")]).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.text().await.unwrap(), "{\"title\":\"who are you\"}");
+    }
+    assert_eq!(one.hits() + two.hits(), N + 2);
+
+    // Instance one goes away: its process stops (its connections close) and its check fails.
+    let gone = one.addr.to_string();
+    drop(one);
+    dc.check("auth-1", "fail").await.unwrap();
+    eventually("the gateway drops the failed instance", || async {
+        (endpoint_addrs(&gw, &http, "auth").await == [two.addr.to_string()]).then_some(())
+    })
+    .await;
+    let (before, conns_before) = (two.hits(), two.connections());
+    for _ in 0..N {
+        let r = get(
+            &http,
+            &gw,
+            "/orders/2",
+            &[("authorization", "Bearer allow")],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "auth through the remaining instance");
+    }
+    assert_eq!(two.hits(), before + N, "all to the instance left");
+    assert_eq!(
+        two.connections(),
+        conns_before,
+        "its pooled connections still serve"
+    );
+    let metrics = gw.admin_get_text(&http, "/metrics").await;
+    let sample = |outcome: &str| {
+        super::client_faults::sample(
+            &metrics,
+            &format!("meshgate_policy_decisions_total{{policy=\"fa\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(sample("allowed"), (2 * N) as f64, "{metrics}");
+    assert_eq!(
+        sample("failed_closed"),
+        0.0,
+        "{gone} left without a failed request:\n{metrics}"
+    );
 }

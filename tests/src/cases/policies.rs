@@ -4,6 +4,7 @@
 //! the gateway and refused ones never reach the upstream; the CORS headers are on the gateway's
 //! own errors too.
 
+use meshgate_e2e::harness::eventually::eventually;
 use meshgate_e2e::harness::{trace_init, Gateway, Origin};
 use serde_json::Value;
 
@@ -297,4 +298,115 @@ async fn gwctl_shows_a_routes_policies_and_their_decisions() {
     let missing = gwctl.run(&["routes", "nope"]).await;
     missing.expect_code(1);
     assert!(missing.stderr.contains("nope"), "{missing}");
+}
+
+/// The 1-based line of the gateway's config file that contains `needle`.
+fn line_of(gw: &Gateway, needle: &str) -> usize {
+    let text = std::fs::read_to_string(gw.dir.join("gatewayd.toml")).unwrap();
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle} not in:\n{text}"))
+        + 1
+}
+
+/// One request with a key and an origin: status, `RateLimit-Policy`, `RateLimit` and
+/// `Access-Control-Allow-Origin` (empty when absent).
+async fn answer(
+    http: &reqwest::Client,
+    gw: &Gateway,
+    key: &str,
+    origin: &str,
+) -> (u16, String, String, String) {
+    let r = http
+        .get(gw.url("/a"))
+        .header("x-api-key", key)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .map_or(String::new(), |v| v.to_str().unwrap().to_string())
+    };
+    (
+        r.status().as_u16(),
+        h("ratelimit-policy"),
+        h("ratelimit"),
+        h("access-control-allow-origin"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_bad_policies_is_refused_naming_file_line_and_field_and_the_old_ones_serve() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let gw = Gateway::start(&config(&o)).unwrap();
+    let http = client();
+    let app = "https://app.example.com";
+    let (status, policy, _, allowed) = answer(&http, &gw, "dave", app).await;
+    assert_eq!((status, policy.as_str()), (200, "\"per-key\";q=3;w=60"));
+    assert_eq!(allowed, app);
+
+    // The new file changes both policies, each in a way validation refuses: a rate with no
+    // unit, and any origin together with credentials.
+    let bad = config(&o)
+        .replace("rate = \"3/m\"", "rate = \"30/fortnight\"")
+        .replace(
+            "allow_origins = [\"https://app.example.com\", \"https://*.shop.example\"]",
+            "allow_origins = [\"*\"]",
+        );
+    assert_ne!(bad, config(&o));
+    gw.write_config(&bad).unwrap();
+    let status: Value = eventually("the bad policies to be reported", || async {
+        let v = gw.admin_get_json(&http, "/v1/config").await;
+        (v["last_reload"]["ok"] == false).then_some(v)
+    })
+    .await;
+    let errors: Vec<&str> = status["last_reload"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let rate_line = line_of(&gw, "rate = \"30/fortnight\"");
+    let origins_line = line_of(&gw, "allow_origins = [\"*\"]");
+    for (line, field, reason) in [
+        (
+            rate_line,
+            "policies.per-key.rate",
+            "is not COUNT/s, /m, /h or /d",
+        ),
+        (
+            origins_line,
+            "policies.web.allow_origins",
+            "cannot be used with allow_credentials",
+        ),
+    ] {
+        // FILE:LINE:COLUMN: FIELD: REASON
+        let (at, named) = (format!("gatewayd.toml:{line}:"), format!(": {field}: "));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&at) && e.contains(&named) && e.contains(reason)),
+            "{at}…{named}…{reason} not in {errors:?}"
+        );
+    }
+    assert!(gw.logged("config rejected; keeping previous"));
+
+    // The old policies keep answering as before, with the same buckets: dave's second and
+    // third requests, then his 429; an origin the new file would have allowed is still refused.
+    for left in [1, 0] {
+        let (status, policy, now, allowed) = answer(&http, &gw, "dave", app).await;
+        assert_eq!((status, policy.as_str()), (200, "\"per-key\";q=3;w=60"));
+        assert!(now.starts_with(&format!("\"per-key\";r={left};")), "{now}");
+        assert_eq!(allowed, app);
+    }
+    let (status, _, now, _) = answer(&http, &gw, "dave", app).await;
+    assert_eq!(status, 429);
+    assert!(now.starts_with("\"per-key\";r=0;"), "{now}");
+    let (status, _, _, allowed) = answer(&http, &gw, "erin", "https://evil.net").await;
+    assert_eq!(status, 200);
+    assert_eq!(allowed, "", "the old CORS rules still refuse this origin");
+    assert_eq!(o.hits(), 4);
 }
