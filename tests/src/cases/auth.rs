@@ -956,9 +956,13 @@ async fn a_verified_token_is_remembered_until_its_key_leaves_the_set() {
     // The issuer retires key "b": once the gateway has read the new set, the remembered token
     // is refused like any token of a key it does not hold.
     *doc.lock().unwrap() = Some(m.jwks_a.clone());
+    let without_b = serde_json::from_str::<Value>(&m.jwks_a).unwrap()["keys"]
+        .as_array()
+        .unwrap()
+        .len();
     eventually("the set without b is read", || async {
         let v = gw.admin_get_json(&http, "/v1/config").await;
-        (v["jwks"][0]["keys"] == 2).then_some(())
+        (v["jwks"][0]["keys"] == without_b).then_some(())
     })
     .await;
     let r = get(&http, &gw, "/orders", &[("authorization", &token)]).await;
