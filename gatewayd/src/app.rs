@@ -959,15 +959,18 @@ fn listener_sockets(
     })
 }
 
-/// Once a second: takes a metrics history sample and announces the ejections the workers
-/// recorded (workers never touch the event log themselves).
+/// Once a second: takes a metrics history sample (and the policies' decision counts, for their
+/// recent decisions) and announces the ejections the workers recorded (workers never touch the
+/// event log themselves).
 async fn sampler(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let metrics = &control.metrics;
-                metrics.sample_all(crate::metrics::unix_secs(SystemTime::now()));
+                let now = crate::metrics::unix_secs(SystemTime::now());
+                metrics.sample_all(now);
+                control.policies.sample(now);
                 for (service, e) in metrics.take_ejections() {
                     control.events.emit(
                         "endpoint_ejected",

@@ -15,11 +15,14 @@
 //! policy's config unchanged.
 
 mod chain;
+mod client;
 mod cors;
 mod forward_auth;
 mod jwks;
 mod jwt;
 mod rate_limit;
+mod recent;
+mod response;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,12 +31,15 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-pub use chain::{Answer, Gate, RoutePolicies};
+pub use chain::{Answer, Decided, Gate, RoutePolicies};
+pub use client::client_ip;
 pub use cors::{Cors, Verdict};
 pub use forward_auth::{ForwardAuth, FAILURE_MODE_ALLOWED, LATENCY_BUCKETS};
 pub use jwks::JwksStatus;
 pub use jwt::{Claims, Jwt};
 pub use rate_limit::{fleet_share, Decision, RateLimit, RATELIMIT, RATELIMIT_POLICY};
+pub use recent::{Recent, KEPT_REFUSALS, WINDOW_SECS};
+pub use response::{add_to, cors_authority, is_cors, merge_vary};
 
 use crate::config::{Config, PolicyConfig, PolicyKind};
 
@@ -60,7 +66,8 @@ pub struct RequestView<'a> {
     pub method: &'a Method,
     /// The target as received (path and query; authority for HTTP/2).
     pub uri: &'a Uri,
-    /// The client's address.
+    /// The client's address: the peer's (after a PROXY header: the client it names), or behind
+    /// trusted proxies the forwarded client's ([`client_ip`]).
     pub client: IpAddr,
     /// True when the client connection is TLS.
     pub tls: bool,
@@ -114,28 +121,6 @@ impl UpstreamEdits {
     }
 }
 
-/// Puts a chain's headers on an answer's header map: the policy's `Access-Control-*` replace the
-/// upstream's own (never two of them), other fields are appended (`Vary` merges by appending).
-pub fn add_to(map: &mut HeaderMap, extra: &[(HeaderName, HeaderValue)]) {
-    if extra.is_empty() {
-        return;
-    }
-    if extra.iter().any(|(k, _)| is_cors(k)) {
-        let theirs: Vec<HeaderName> = map.keys().filter(|k| is_cors(k)).cloned().collect();
-        for k in theirs {
-            map.remove(k);
-        }
-    }
-    for (k, v) in extra {
-        map.append(k.clone(), v.clone());
-    }
-}
-
-/// An `Access-Control-*` response field.
-pub fn is_cors(name: &HeaderName) -> bool {
-    name.as_str().starts_with("access-control-")
-}
-
 /// One compiled policy.
 #[derive(Debug, Clone)]
 enum Compiled {
@@ -148,6 +133,16 @@ enum Compiled {
 // === impl Compiled ===
 
 impl Compiled {
+    /// Its recent decisions.
+    fn recent(&self) -> &Recent {
+        match self {
+            Compiled::Cors(c) => &c.recent,
+            Compiled::RateLimit(r) => &r.recent,
+            Compiled::Jwt(j) => &j.recent,
+            Compiled::ForwardAuth(f) => &f.recent,
+        }
+    }
+
     /// Decisions by outcome label, every outcome of the kind.
     fn outcomes(&self) -> Vec<(&'static str, u64)> {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
@@ -192,7 +187,7 @@ impl PolicyRegistry {
         for (name, cfg) in &config.policies {
             by_name.entry(name.clone()).or_insert_with(|| {
                 let compiled = match &cfg.kind {
-                    PolicyKind::Cors(c) => Compiled::Cors(Arc::new(Cors::new(c))),
+                    PolicyKind::Cors(c) => Compiled::Cors(Arc::new(Cors::new(name, c))),
                     PolicyKind::RateLimit(r) => {
                         let fleet = self.fleet.load(Relaxed);
                         Compiled::RateLimit(Arc::new(RateLimit::new(name, r, fleet)))
@@ -284,16 +279,25 @@ impl PolicyRegistry {
             (PolicyKind::Jwt(_), _) => ("jwt", String::new()),
             (PolicyKind::ForwardAuth(f), _) => ("forward_auth", format!("service {}", f.service)),
         };
+        let outcomes = c.outcomes();
+        let now = crate::metrics::unix_secs(std::time::SystemTime::now());
         Some(crate::admin::model::PolicyInfo {
             name: name.to_string(),
             kind: kind.to_string(),
             summary,
-            decisions: c
-                .outcomes()
-                .into_iter()
-                .map(|(o, n)| (o.to_string(), n))
-                .collect(),
+            decisions: outcomes.iter().map(|(o, n)| (o.to_string(), *n)).collect(),
+            recent: c.recent().view(now, &outcomes),
         })
+    }
+
+    /// Samples every policy's cumulative decisions at unix second `now` (once a second, on the
+    /// control runtime): the baseline of the recent counts the admin API shows.
+    pub fn sample(&self, now: u64) {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, c) in by_name.values() {
+            let counts = c.outcomes().into_iter().map(|(_, n)| n).collect();
+            c.recent().sample(now, counts);
+        }
     }
 
     /// Sets the number of gateways alive (from Consul's `meshgate` service): every

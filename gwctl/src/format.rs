@@ -118,6 +118,19 @@ pub fn decisions(d: &std::collections::BTreeMap<String, u64>) -> String {
         .join(" · ")
 }
 
+/// A policy's decisions of its recent window, most first, with the window when it is shorter
+/// than a minute: `limited 3 · allowed 2`, `allowed 4 (12s)`; `none`.
+pub fn recent_decisions(r: &gatewayd::admin::model::RecentDecisions) -> String {
+    if r.decisions.values().all(|n| *n == 0) {
+        return "none".into();
+    }
+    let d = decisions(&r.decisions);
+    match r.window_seconds {
+        s if s < 60 => format!("{d} ({s}s)"),
+        _ => d,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -139,6 +152,17 @@ mod tests {
         assert_eq!(count(48_213), "48.2k");
         assert_eq!(age(42.5), "42s");
         assert_eq!(age(3600.0), "1h");
+    }
+
+    #[test]
+    fn recent_windows() {
+        let mut r = gatewayd::admin::model::RecentDecisions::default();
+        assert_eq!(recent_decisions(&r), "none");
+        r.decisions = [("allowed".to_string(), 4), ("limited".to_string(), 9)].into();
+        r.window_seconds = 12;
+        assert_eq!(recent_decisions(&r), "limited 9 · allowed 4 (12s)");
+        r.window_seconds = 60;
+        assert_eq!(recent_decisions(&r), "limited 9 · allowed 4");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod cases {
     pub mod observability;
     pub mod openapi_import;
     pub mod policies;
+    pub mod policy_decisions;
     pub mod prometheus;
     pub mod proxying;
     pub mod registration;

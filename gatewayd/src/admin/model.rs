@@ -115,6 +115,35 @@ pub struct PolicyInfo {
     /// Decisions by outcome (the `outcome` label of `meshgate_policy_decisions_total`), every
     /// outcome of its kind listed, zero included.
     pub decisions: BTreeMap<String, u64>,
+    /// Its decisions of the last minute and its last refusals (absent from gateways before
+    /// them: empty).
+    #[serde(default)]
+    pub recent: RecentDecisions,
+}
+
+/// A policy's recent decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentDecisions {
+    /// Seconds the counts cover: 60, or fewer for a policy compiled less than a minute ago.
+    pub window_seconds: u64,
+    /// Decisions in that window by outcome (outcomes without any left out).
+    pub decisions: BTreeMap<String, u64>,
+    /// The last refusals, newest first (at most 10; a refusal made while another was being
+    /// noted may be missing).
+    pub refusals: Vec<RecentRefusal>,
+}
+
+/// A request a policy refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentRefusal {
+    /// When (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// Why: the outcome label (`limited`, `expired`, `denied`, `failed_closed`,
+    /// `preflight_refused`, ...).
+    pub outcome: String,
+    /// The client's address, as the policies saw it (behind trusted proxies: the forwarded
+    /// client's).
+    pub client: String,
 }
 
 /// One weight change.

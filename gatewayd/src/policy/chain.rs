@@ -1,13 +1,14 @@
 //! A route's compiled policies and the order they run in (see the module above for why).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::{
-    Claims, Cors, Decision, ForwardAuth, Jwt, RateLimit, RequestView, ResponseHeaders,
-    UpstreamEdits, Verdict,
+    is_cors, Claims, Cors, Decision, ForwardAuth, Jwt, RateLimit, Recent, RequestView,
+    ResponseHeaders, UpstreamEdits, Verdict,
 };
 use crate::proxy::Worker;
 use crate::snapshot::Snapshot;
@@ -35,6 +36,19 @@ pub struct Answer {
     pub headers: ResponseHeaders,
     /// The auth service's body, sent as it came.
     pub body: Option<Bytes>,
+    /// The policy that answered, and why (set by the chain).
+    pub by: Option<Decided>,
+}
+
+/// Which policy answered a request instead of the upstream, and why: the access log's
+/// `meshgate.policy` and `meshgate.policy_reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The policy's name.
+    pub policy: Arc<str>,
+    /// Its outcome label (`meshgate_policy_decisions_total`'s): `limited`, `expired`,
+    /// `denied`, `failed_closed`, `preflight_refused`, `preflight_allowed`, ...
+    pub reason: &'static str,
 }
 
 /// What the chain decided.
@@ -61,7 +75,7 @@ impl RoutePolicies {
                 // Boxed: the subrequest's state is only paid for on routes that make one.
                 match Box::pin(fa.check(req, w, snap, &mut edits)).await {
                     Ok(()) => Gate::Pass(out, edits),
-                    Err(a) => refuse(a, out),
+                    Err((reason, a)) => self.refuse(a, out, (&fa.recent, reason), req.client),
                 }
             }
             (_, gate) => gate,
@@ -80,21 +94,27 @@ impl RoutePolicies {
                         code: None,
                         headers: h,
                         body: None,
+                        by: Some(Decided {
+                            policy: c.recent.name().clone(),
+                            reason: "preflight_allowed",
+                        }),
                     })
                 }
                 Verdict::Refused(h) => {
-                    return Gate::Answer(Answer {
+                    let a = Answer {
                         status: StatusCode::FORBIDDEN,
                         code: Some("cors_refused"),
                         headers: h,
                         body: None,
-                    })
+                        by: None,
+                    };
+                    return self.refuse(a, out, (&c.recent, "preflight_refused"), req.client);
                 }
                 Verdict::Actual(h) => out.extend(h),
             }
         }
-        if let Some(a) = limit(&self.limits, req, None, &mut out) {
-            return refuse(a, out);
+        if let Some((a, l)) = limit(&self.limits, req, None, &mut out) {
+            return self.refuse(a, out, (&l.recent, "limited"), req.client);
         }
         let claims = match &self.jwt {
             None => None,
@@ -103,30 +123,54 @@ impl RoutePolicies {
                     j.edits(&c, &mut edits);
                     Some(c)
                 }
-                Err((_, a)) => return refuse(a, out),
+                Err((o, a)) => return self.refuse(a, out, (&j.recent, o.label()), req.client),
             },
         };
-        if let Some(a) = limit(&self.claim_limits, req, claims.as_ref(), &mut out) {
-            return refuse(a, out);
+        if let Some((a, l)) = limit(&self.claim_limits, req, claims.as_ref(), &mut out) {
+            return self.refuse(a, out, (&l.recent, "limited"), req.client);
         }
         Gate::Pass(out, edits)
     }
+
+    /// A refusal by the policy whose record is `recent`, for `reason`: noted there and logged
+    /// at debug, carrying the headers earlier policies produced (CORS first, so a browser reads
+    /// it). On a route with a CORS policy an auth service's own `Access-Control-*` are dropped:
+    /// the gateway is the CORS authority.
+    fn refuse(
+        &self,
+        mut a: Answer,
+        mut out: ResponseHeaders,
+        (recent, reason): (&Recent, &'static str),
+        client: IpAddr,
+    ) -> Gate {
+        recent.refused(reason, client);
+        tracing::debug!(
+            policy = %recent.name(),
+            reason,
+            status = a.status.as_u16(),
+            %client,
+            "request refused by policy"
+        );
+        if self.cors.is_some() {
+            a.headers.retain(|(k, _)| !is_cors(k));
+        }
+        out.append(&mut a.headers);
+        a.headers = out;
+        a.by = Some(Decided {
+            policy: recent.name().clone(),
+            reason,
+        });
+        Gate::Answer(a)
+    }
 }
 
-/// A refusal carrying the headers earlier policies produced (CORS first, so a browser reads it).
-fn refuse(mut a: Answer, mut out: ResponseHeaders) -> Gate {
-    out.append(&mut a.headers);
-    a.headers = out;
-    Gate::Answer(a)
-}
-
-/// Runs rate limits; the 429 when one is exceeded.
-fn limit(
-    limits: &[Arc<RateLimit>],
+/// Runs rate limits; the 429 and the limit that gave it when one is exceeded.
+fn limit<'l>(
+    limits: &'l [Arc<RateLimit>],
     req: &RequestView<'_>,
     claims: Option<&Claims>,
     out: &mut ResponseHeaders,
-) -> Option<Answer> {
+) -> Option<(Answer, &'l RateLimit)> {
     for l in limits {
         match l.check(req.client, req.headers, claims) {
             Decision::Allow(h) => out.extend(h),
@@ -136,12 +180,14 @@ fn limit(
             } => {
                 let mut h = headers.to_vec();
                 h.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
-                return Some(Answer {
+                let a = Answer {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     code: Some("rate_limited"),
                     headers: h,
                     body: None,
-                });
+                    by: None,
+                };
+                return Some((a, l));
             }
         }
     }

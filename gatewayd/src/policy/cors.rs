@@ -18,6 +18,8 @@ pub struct Cors {
     cfg: CorsConfig,
     /// Preflights answered 204, and refused.
     pub(super) preflights: [std::sync::atomic::AtomicU64; 2],
+    /// Recent decisions.
+    pub(super) recent: super::Recent,
     methods: HeaderValue,
     allow_headers: Option<HeaderValue>,
     expose: Option<HeaderValue>,
@@ -37,8 +39,8 @@ pub enum Verdict {
 }
 
 impl Cors {
-    /// Compiles `cfg`.
-    pub fn new(cfg: &CorsConfig) -> Self {
+    /// Compiles `cfg`, policy `name`'s.
+    pub fn new(name: &str, cfg: &CorsConfig) -> Self {
         let join = |v: &[HeaderName]| {
             (!v.is_empty())
                 .then(|| {
@@ -56,6 +58,7 @@ impl Cors {
             max_age: cfg.max_age.map(|d| HeaderValue::from(d.as_secs())),
             cfg: cfg.clone(),
             preflights: Default::default(),
+            recent: super::Recent::new(name),
         }
     }
 
@@ -181,22 +184,25 @@ mod tests {
     }
 
     fn cors(credentials: bool) -> Cors {
-        Cors::new(&CorsConfig {
-            allow_origins: vec![
-                OriginPattern::Exact("https://app.example.com".into()),
-                OriginPattern::Wildcard {
-                    prefix: "https://".into(),
-                    suffix: ".example.com".into(),
-                },
-            ],
-            any_origin: false,
-            allow_methods: vec![Method::GET, Method::PUT],
-            allow_headers: vec![HeaderName::from_static("content-type")],
-            any_header: false,
-            allow_credentials: credentials,
-            max_age: Some(Duration::from_secs(600)),
-            expose_headers: vec![HeaderName::from_static("x-request-id")],
-        })
+        Cors::new(
+            "web",
+            &CorsConfig {
+                allow_origins: vec![
+                    OriginPattern::Exact("https://app.example.com".into()),
+                    OriginPattern::Wildcard {
+                        prefix: "https://".into(),
+                        suffix: ".example.com".into(),
+                    },
+                ],
+                any_origin: false,
+                allow_methods: vec![Method::GET, Method::PUT],
+                allow_headers: vec![HeaderName::from_static("content-type")],
+                any_header: false,
+                allow_credentials: credentials,
+                max_age: Some(Duration::from_secs(600)),
+                expose_headers: vec![HeaderName::from_static("x-request-id")],
+            },
+        )
     }
 
     fn get<'a>(out: &'a ResponseHeaders, name: &HeaderName) -> Option<&'a str> {

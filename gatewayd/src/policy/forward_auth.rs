@@ -52,6 +52,8 @@ pub struct ForwardAuth {
     cache: DashMap<Box<[u8]>, Cached>,
     /// Decisions by [`OUTCOMES`] index.
     pub(super) decisions: [AtomicU64; 5],
+    /// Recent decisions.
+    pub(super) recent: super::Recent,
     /// Subrequest latency.
     pub latency: Latency,
     last_sweep: AtomicU64,
@@ -79,20 +81,22 @@ impl ForwardAuth {
             cfg: cfg.clone(),
             cache: DashMap::new(),
             decisions: Default::default(),
+            recent: super::Recent::new(name),
             latency: Latency::default(),
             last_sweep: AtomicU64::new(0),
         }
     }
 
     /// Asks the auth service about `req`. On allow, `edits` receive the answer's chosen
-    /// headers (client-sent ones of those names removed); otherwise the answer to send.
+    /// headers (client-sent ones of those names removed); otherwise the outcome (`denied`,
+    /// `failed_closed`) and the answer to send.
     pub async fn check(
         &self,
         req: &RequestView<'_>,
         w: &Worker,
         snap: &Snapshot,
         edits: &mut UpstreamEdits,
-    ) -> Result<(), Answer> {
+    ) -> Result<(), (&'static str, Answer)> {
         // Client-sent copies of what the auth service may set never reach the upstream.
         edits
             .remove
@@ -127,7 +131,7 @@ impl ForwardAuth {
             }
             Said::Deny(answer) => {
                 self.decisions[2].fetch_add(1, Relaxed);
-                Err(answer)
+                Err((OUTCOMES[2], answer))
             }
             Said::Failed(why) if self.cfg.failure_mode_allow => {
                 self.decisions[4].fetch_add(1, Relaxed);
@@ -140,12 +144,14 @@ impl ForwardAuth {
             Said::Failed(why) => {
                 self.decisions[3].fetch_add(1, Relaxed);
                 tracing::error!(policy = %self.name, service = %self.cfg.service, error = %why, "auth service failed; request refused");
-                Err(Answer {
+                let a = Answer {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     code: Some("auth_unavailable"),
                     headers: vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
                     body: None,
-                })
+                    by: None,
+                };
+                Err((OUTCOMES[3], a))
             }
         }
     }
@@ -222,6 +228,7 @@ impl ForwardAuth {
                 code: None,
                 headers,
                 body: Some(body),
+                by: None,
             })
         } else {
             Said::Failed(format!("answered {status}"))

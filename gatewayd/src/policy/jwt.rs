@@ -139,6 +139,8 @@ pub struct Jwt {
     cache: TokenCache,
     /// Decisions by [`Outcome`].
     pub(super) decisions: [AtomicU64; 12],
+    /// Recent decisions.
+    pub(super) recent: super::Recent,
 }
 
 /// Tokens that verified against the key set they name, with their claims. An entry counts only
@@ -264,6 +266,7 @@ impl Jwt {
             leeway: cfg.leeway.as_secs(),
             cache: TokenCache::new(cfg.token_cache_entries),
             decisions: Default::default(),
+            recent: super::Recent::new(name),
         }
     }
 
@@ -413,6 +416,7 @@ impl Jwt {
                     code: Some("jwks_unavailable"),
                     headers: vec![(http::header::RETRY_AFTER, HeaderValue::from_static("5"))],
                     body: None,
+                    by: None,
                 }
             }
             _ => (
@@ -433,6 +437,7 @@ impl Jwt {
             code: Some(code),
             headers,
             body: None,
+            by: None,
         }
     }
 }

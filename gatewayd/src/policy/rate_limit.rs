@@ -46,6 +46,8 @@ pub struct RateLimit {
     hasher: std::collections::hash_map::RandomState,
     /// Requests let through, and limited.
     pub(super) decisions: [AtomicU64; 2],
+    /// Recent decisions.
+    pub(super) recent: super::Recent,
 }
 
 /// The limiter in use: fixed for a local limit; swapped as the fleet changes for a fleet one
@@ -126,6 +128,7 @@ impl RateLimit {
             origin,
             hasher: std::collections::hash_map::RandomState::new(),
             decisions: Default::default(),
+            recent: super::Recent::new(name),
         }
     }
 

@@ -61,6 +61,9 @@ pub(crate) struct Exchange<'a> {
     pub started: bool,
     /// Headers the route's policies put on the answer, whoever makes it.
     pub policy: ResponseHeaders,
+    /// The route policy that answered instead of the upstream, and why (the access log's
+    /// `meshgate.policy` and `meshgate.policy_reason`); only set on routes with policies.
+    pub decided: Option<crate::policy::Decided>,
     /// Its trace context (only with `[tracing]`; boxed: a request without one carries a null
     /// pointer, not the context).
     pub trace: Option<Box<Trace>>,
@@ -113,6 +116,7 @@ impl<'a> Exchange<'a> {
             endpoint: None,
             started: false,
             policy: ResponseHeaders::new(),
+            decided: None,
             trace: None,
             log: None,
         }
@@ -329,6 +333,8 @@ impl<'a> Exchange<'a> {
             meshgate.route = route.map(|r| r.config.name.as_str()),
             meshgate.backend = backend,
             meshgate.endpoint = self.endpoint.map(tracing::field::display),
+            meshgate.policy = self.decided.as_ref().map(|d| &*d.policy),
+            meshgate.policy_reason = self.decided.as_ref().map(|d| d.reason),
             trace.id = self.trace_id(),
             span.id = self.trace.as_deref().map(|t| t.ctx.span_id_hex()),
         );

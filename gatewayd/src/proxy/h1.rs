@@ -267,16 +267,27 @@ impl<C: AsyncRead + AsyncWrite + Unpin, S: std::future::Future> Client<'_, C, S>
                 raw: &head.raw,
                 fields: &self.s.fields,
             };
+            let xff = self
+                .s
+                .fields
+                .iter()
+                .filter(|f| f.kind == head::Kind::ForwardedFor);
+            let client = crate::policy::client_ip(
+                &snap.config.gateway,
+                info.peer.ip(),
+                xff.map(|f| f.value(&head.raw)),
+            );
             let view = RequestView {
                 method: head.req.method(),
                 uri: head.req.uri(),
-                client: info.peer.ip(),
+                client,
                 tls: info.tls,
                 headers: &fields,
             };
             match chain.apply(&view, w, &snap).await {
                 Gate::Pass(h, e) => (ex.policy, edits) = (h, e),
-                Gate::Answer(a) => {
+                Gate::Answer(mut a) => {
+                    ex.decided = a.by.take();
                     let status = a.status.as_u16();
                     let resp = policy_answer(a, ex.request_id.as_ref(), ex.trace_id());
                     ex.finish(status);

@@ -101,16 +101,22 @@ async fn handle_inner(
     }
     let mut edits = crate::policy::UpstreamEdits::default();
     if let Some(chain) = &route.policies {
+        let xff = req.headers().get_all(&headers::X_FORWARDED_FOR).iter();
         let view = crate::policy::RequestView {
             method: req.method(),
             uri: req.uri(),
-            client: conn.peer.ip(),
+            client: crate::policy::client_ip(
+                &snap.config.gateway,
+                conn.peer.ip(),
+                xff.map(HeaderValue::as_bytes),
+            ),
             tls: conn.tls,
             headers: req.headers(),
         };
         match chain.apply(&view, w, snap).await {
             Gate::Pass(h, e) => (ex.policy, edits) = (h, e),
-            Gate::Answer(a) => {
+            Gate::Answer(mut a) => {
+                ex.decided = a.by.take();
                 let resp = policy_answer(a, ex.request_id.as_ref(), ex.trace_id());
                 return Ok(resp.map(ResponseBody::full));
             }

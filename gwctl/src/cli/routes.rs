@@ -16,8 +16,9 @@ pub struct RoutesArgs {
     pub name: Option<String>,
 }
 
-/// `gwctl routes NAME`: the route's match, backends, and policies with their decisions since
-/// they were compiled (JSON: the gateway's `/v1/routes/NAME`).
+/// `gwctl routes NAME`: the route's match, backends, and policies with their decisions of the
+/// last minute and since they were compiled, then their last refusals (JSON: the gateway's
+/// `/v1/routes/NAME`).
 pub async fn route(clients: &[AdminClient], name: &str, json: bool) -> anyhow::Result<()> {
     let d = first_ok(clients, |c| c.route(name)).await?;
     if json {
@@ -42,13 +43,36 @@ pub async fn route(clients: &[AdminClient], name: &str, json: bool) -> anyhow::R
         return Ok(());
     }
     println!();
-    let mut t = Table::new(&["POLICY", "KIND", "SETTINGS", "DECISIONS"]);
+    // DECISIONS: since the policy was compiled; LAST MINUTE: the recent window's.
+    let mut t = Table::new(&["POLICY", "KIND", "SETTINGS", "DECISIONS", "LAST MINUTE"]);
     for p in &d.policies {
         t.row(vec![
             p.name.clone(),
             p.kind.clone(),
             p.summary.clone(),
             format::decisions(&p.decisions),
+            format::recent_decisions(&p.recent),
+        ]);
+    }
+    t.print();
+    // The last refusals of every policy, newest first.
+    let mut refusals: Vec<_> = d
+        .policies
+        .iter()
+        .flat_map(|p| p.recent.refusals.iter().map(move |r| (p.name.as_str(), r)))
+        .collect();
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    refusals.sort_by(|a, b| b.1.at.cmp(&a.1.at));
+    println!();
+    let mut t = Table::new(&["REFUSED AT", "POLICY", "REASON", "CLIENT"]);
+    for (policy, r) in refusals {
+        t.row(vec![
+            r.at.clone(),
+            policy.to_string(),
+            r.outcome.clone(),
+            r.client.clone(),
         ]);
     }
     t.print();

@@ -346,25 +346,40 @@ pub(super) async fn answer<C: AsyncWrite + Unpin>(
 }
 
 /// Puts a route's policy headers on a response head already written to `out` (ending in the
-/// blank line): the policy's `Access-Control-*` replace the upstream's own lines.
+/// blank line), as [`crate::policy::add_to`] does on a header map: on a route with a CORS
+/// policy the upstream's `Access-Control-*` lines are removed whatever the origin, and its
+/// `Vary` lines merged with the policy's into one.
 pub(super) fn add_fields(out: &mut Vec<u8>, extra: &[(HeaderName, HeaderValue)]) {
     if extra.is_empty() {
         return;
     }
     out.truncate(out.len().saturating_sub(2));
-    if extra.iter().any(|(k, _)| crate::policy::is_cors(k)) {
+    let mut vary = None;
+    if crate::policy::cors_authority(extra) {
         let mut kept = Vec::with_capacity(out.len());
+        let mut merged = Vec::new();
         for (i, line) in out.split_inclusive(|&b| b == b'\n').enumerate() {
-            let cors =
-                i > 0 && line.len() > 15 && line[..15].eq_ignore_ascii_case(b"access-control-");
-            if !cors {
+            let name =
+                |n: &[u8]| i > 0 && line.len() > n.len() && line[..n.len()].eq_ignore_ascii_case(n);
+            if name(b"vary:") {
+                crate::policy::merge_vary(&mut merged, &line[5..]);
+            } else if !name(b"access-control-") {
                 kept.extend_from_slice(line);
             }
         }
         *out = kept;
+        vary = Some(merged);
     }
     for (k, v) in extra {
-        put_field(out, k.as_str().as_bytes(), v.as_bytes());
+        match &mut vary {
+            Some(merged) if k == http::header::VARY => {
+                crate::policy::merge_vary(merged, v.as_bytes())
+            }
+            _ => put_field(out, k.as_str().as_bytes(), v.as_bytes()),
+        }
+    }
+    if let Some(v) = vary {
+        put_field(out, b"vary", &v);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -454,6 +469,28 @@ mod tests {
             rewritten(raw, None, Reply::Close, false),
             "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_cors_route_replaces_the_upstreams_access_control_and_merges_its_vary() {
+        let raw = b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\nVary: Accept-Encoding, origin\r\nContent-Length: 0\r\nACCESS-CONTROL-ALLOW-CREDENTIALS: true\r\nvary: Cookie\r\n\r\n";
+        let refused = [(http::header::VARY, HeaderValue::from_static("Origin"))];
+        let mut out = rewritten(raw, None, Reply::KeepAlive, true).into_bytes();
+        add_fields(&mut out, &refused);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nvary: Accept-Encoding, origin, Cookie\r\n\r\n"
+        );
+        // Without a CORS policy (a rate limit alone) the upstream's fields stay as they are.
+        let limit = [(
+            crate::policy::RATELIMIT,
+            HeaderValue::from_static("\"l\";r=1;t=1"),
+        )];
+        let mut out = rewritten(raw, None, Reply::KeepAlive, true).into_bytes();
+        add_fields(&mut out, &limit);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("Access-Control-Allow-Origin: *\r\n"), "{out}");
+        assert!(out.ends_with("ratelimit: \"l\";r=1;t=1\r\n\r\n"), "{out}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Route detail: every backend side by side, the latency histogram with its percentiles, rps and
-//! p99 sparklines, and the weight history.
+//! Route detail: the route's policies with their recent decisions, every backend side by side,
+//! the latency histogram with its percentiles, rps and p99 sparklines, and the weight history.
 
 use hdrhistogram::Histogram;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -56,7 +56,8 @@ pub fn render(model: &Model, frame: &mut Frame<'_>, area: Rect) {
     .areas(inner);
     frame.render_widget(info_line(model, row), info);
     if !policies.is_empty() {
-        frame.render_widget(Paragraph::new(policy_lines(policies)), policy_area);
+        let today = format::date_of(model.now);
+        frame.render_widget(Paragraph::new(policy_lines(policies, &today)), policy_area);
     }
     backends_table(row, tall, frame, table);
     let run = model.canary.as_ref().filter(|c| &c.route == name);
@@ -114,28 +115,47 @@ fn info_line<'a>(model: &Model, row: &'a RouteRow) -> Line<'a> {
     Line::from(spans)
 }
 
-/// One line a policy: name and kind, decisions since it was compiled (most first: the line may
-/// be cut), settings.
-fn policy_lines(policies: &[PolicyInfo]) -> Vec<Line<'_>> {
+/// One line a policy: name and kind, decisions of the last minute, the last refusal, decisions
+/// since it was compiled (most first: the line may be cut), settings.
+fn policy_lines<'a>(policies: &'a [PolicyInfo], today: &str) -> Vec<Line<'a>> {
+    let refused = |d: &std::collections::BTreeMap<String, u64>| -> u64 {
+        d.iter()
+            .filter(|(o, _)| !o.starts_with("allowed") && o.as_str() != "preflight_allowed")
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let style = |n: u64| if n > 0 { theme::WARN } else { theme::OK };
     policies
         .iter()
         .map(|p| {
-            let refused: u64 = p
-                .decisions
-                .iter()
-                .filter(|(o, _)| !o.starts_with("allowed") && o.as_str() != "preflight_allowed")
-                .map(|(_, n)| n)
-                .sum();
-            Line::from(vec![
+            let mut spans = vec![
                 Span::styled("policy ", theme::MUTED),
                 Span::styled(format!("{} ", p.name), theme::HEADER),
                 Span::raw(format!("{} ", p.kind)),
+                Span::styled("1m ", theme::MUTED),
+                Span::styled(
+                    format::recent_decisions(&p.recent),
+                    style(refused(&p.recent.decisions)),
+                ),
+            ];
+            if let Some(r) = p.recent.refusals.first() {
+                spans.push(Span::styled(" · last refused ", theme::MUTED));
+                spans.push(Span::raw(format!(
+                    "{} {} {}",
+                    format::when(&r.at, today),
+                    r.outcome,
+                    r.client
+                )));
+            }
+            spans.extend([
+                Span::styled(" · total ", theme::MUTED),
                 Span::styled(
                     format::decisions(&p.decisions),
-                    if refused > 0 { theme::WARN } else { theme::OK },
+                    style(refused(&p.decisions)),
                 ),
                 Span::styled(format!(" · {}", p.summary), theme::MUTED),
-            ])
+            ]);
+            Line::from(spans)
         })
         .collect()
 }
