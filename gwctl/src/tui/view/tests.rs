@@ -148,7 +148,7 @@ fn route_detail_with_policies() {
     let (x, y) = find(&buf, "preflight_allowed 3");
     assert_eq!(buf[(x, y)].style().fg, theme::OK.fg);
     // The last minute's decisions, and the last refusal (time of day, reason, client).
-    let (x, y) = find(&buf, "limited 2 · allowed 18");
+    let (x, y) = find(&buf, "allowed 18 · limited 2");
     assert_eq!(buf[(x, y)].style().fg, theme::WARN.fg);
     find(&buf, "last refused 09:24:51 limited 203.0.113.9");
 }
