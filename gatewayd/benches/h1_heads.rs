@@ -5,6 +5,7 @@
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use gatewayd::config::MAX_REQUEST_TARGET;
 use gatewayd::proxy::bench::{parse_request, write_upstream_head, Additions, ResponseHead};
 use http::HeaderValue;
 
@@ -34,10 +35,14 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("h1/parse_request/{name}"), |b| {
             b.iter(|| {
                 let mut buf = BytesMut::from(black_box(raw));
-                black_box(parse_request(&mut buf, &mut fields).unwrap().unwrap())
+                black_box(
+                    parse_request(&mut buf, &mut fields, MAX_REQUEST_TARGET)
+                        .unwrap()
+                        .unwrap(),
+                )
             })
         });
-        let head = parse_request(&mut BytesMut::from(raw), &mut fields)
+        let head = parse_request(&mut BytesMut::from(raw), &mut fields, MAX_REQUEST_TARGET)
             .unwrap()
             .unwrap();
         let target = head

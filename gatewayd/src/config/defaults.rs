@@ -64,6 +64,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle client connections are closed after this (`listeners[].keepalive_timeout`).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest request target a listener accepts (`listeners[].max_request_target`; longer: 414),
+/// as nginx's default large header buffer.
+pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
+/// Largest `max_request_target` accepted: a longer target could not fit in a request head
+/// (64 KiB, beyond it 431) anyway.
+pub const MAX_REQUEST_TARGET_LIMIT: u64 = 64 * 1024;
+
 /// Open client connections a listener holds at most (`listeners[].max_connections`): far above
 /// what one gateway serves well, far below what exhausts its file descriptors (the systemd unit
 /// sets LimitNOFILE=1048576); tune it to the fleet.

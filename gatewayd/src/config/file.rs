@@ -134,6 +134,7 @@ pub(super) struct ListenerFile {
     pub max_connections: Option<Spanned<i64>>,
     pub header_timeout: Option<Spanned<String>>,
     pub keepalive_timeout: Option<Spanned<String>>,
+    pub max_request_target: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1098,6 +1098,7 @@ address = "127.0.0.1:8443"
 proxy_protocol = true
 header_timeout = "2s"
 keepalive_timeout = "1m"
+max_request_target = "16KiB"
 [listeners.tls]
 certificates = [{ cert = "api.pem", key = "api.key" }]
 handshake_timeout = "3s"
@@ -1120,6 +1121,7 @@ backends = [{ name = "blue", weight = 1 }]
         ClientTimeouts {
             header: Duration::from_secs(2),
             keepalive: Duration::from_secs(60),
+            max_target: 16 * 1024,
         }
     );
     assert_eq!(
@@ -1134,6 +1136,19 @@ backends = [{ name = "blue", weight = 1 }]
         "listeners[0].keepalive_timeout",
         "is not a duration",
     );
+    for (v, reason) in [
+        ("\"long\"", "is not a size"),
+        ("\"0\"", "out of range"),
+        ("\"65KiB\"", "out of range"),
+    ] {
+        let bad = src.replace("\"16KiB\"", v);
+        assert_error(
+            &only_error(&bad),
+            7,
+            "listeners[0].max_request_target",
+            reason,
+        );
+    }
 }
 
 #[test]

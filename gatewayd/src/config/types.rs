@@ -253,12 +253,13 @@ pub struct ListenerConfig {
     /// Open client connections this listener holds at most, across every worker; a connection
     /// beyond it is closed as soon as it is accepted (and counted).
     pub max_connections: usize,
-    /// How long its clients may stay idle or take to send a request head.
+    /// How long its clients may stay idle or take to send a request head, and how long a
+    /// request target they may send.
     pub timeouts: ClientTimeouts,
 }
 
-/// A listener's client timeouts (`header_timeout`, `keepalive_timeout`), copied into each
-/// connection once when it is accepted.
+/// A listener's client timeouts (`header_timeout`, `keepalive_timeout`) and request-target
+/// limit (`max_request_target`), copied into each connection once when it is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
     /// A request head started must end within this (slowloris: the client is cut off with a
@@ -269,6 +270,9 @@ pub struct ClientTimeouts {
     /// an HTTP/2 one with no stream open) is closed after this. A request head must also end
     /// within this of the connection's last activity.
     pub keepalive: Duration,
+    /// Longest request target accepted, in bytes (HTTP/1.x: the target as sent; HTTP/2: the
+    /// `:path`); a longer one is answered `414 uri_too_long`.
+    pub max_target: usize,
 }
 
 impl Default for ClientTimeouts {
@@ -276,6 +280,7 @@ impl Default for ClientTimeouts {
         Self {
             header: super::defaults::HEADER_TIMEOUT,
             keepalive: super::defaults::KEEPALIVE_TIMEOUT,
+            max_target: super::defaults::MAX_REQUEST_TARGET,
         }
     }
 }

@@ -355,6 +355,7 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
                 &format!("listeners[{i}].keepalive_timeout"),
                 d::KEEPALIVE_TIMEOUT,
             ),
+            max_target: max_request_target(cx, &l.max_request_target, i),
         };
         if let Some(addr) = socket_addr(cx, &l.address, &field) {
             if addr.port() != 0 && out.iter().any(|o| o.addr == addr) {
@@ -385,6 +386,36 @@ fn listeners(cx: &mut Ctx<'_>, ls: &[Spanned<file::ListenerFile>]) -> Vec<Listen
         }
     }
     out
+}
+
+/// `listeners[i].max_request_target`: a size from 1 byte to 64 KiB (default 8 KiB).
+fn max_request_target(cx: &mut Ctx<'_>, v: &Option<Spanned<String>>, i: usize) -> usize {
+    let Some(v) = v else {
+        return d::MAX_REQUEST_TARGET;
+    };
+    match byte_size(v.get_ref()) {
+        Some(n) if (1..=d::MAX_REQUEST_TARGET_LIMIT).contains(&n) => {
+            usize::try_from(n).unwrap_or(d::MAX_REQUEST_TARGET)
+        }
+        n => {
+            let reason = match n {
+                Some(_) => format!(
+                    "'{}' is out of range 1..=64KiB (a longer target would not fit in a request head)",
+                    v.get_ref()
+                ),
+                None => format!(
+                    "'{}' is not a size like \"8KiB\" or \"4096\"",
+                    v.get_ref()
+                ),
+            };
+            cx.err(
+                v.span(),
+                format!("listeners[{i}].max_request_target"),
+                reason,
+            );
+            d::MAX_REQUEST_TARGET
+        }
+    }
 }
 
 /// `[listeners.tls]`. Only the shape is checked here: the files are read when the listener

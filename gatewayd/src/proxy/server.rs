@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use super::client::Upstreams;
-use super::error::ClientFault;
+use super::error::{respond, ClientFault, ProxyError};
 use super::h1::Rewind;
 use super::h2guard::H2Guard;
 use super::handle::handle;
@@ -401,6 +401,7 @@ async fn serve_hyper<I>(
     let metrics = w.metrics.clone();
     let activity = Activity::new();
     let requests = activity.clone();
+    let max_target = limits.max_target;
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let w = w.clone();
         let busy = requests.busy();
@@ -412,6 +413,18 @@ async fn serve_hyper<I>(
                 tracing::debug!(why, "malformed HTTP/2 request: stream reset");
                 w.metrics.count_client_fault(ClientFault::Malformed);
                 return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+            }
+            if let Some(e) = target_too_long(&req, max_target) {
+                // As the engine answers an HTTP/1.1 head: the JSON error on this stream (the
+                // connection's other streams go on), counted as a request that reached no
+                // route and as the client's malformed request.
+                tracing::debug!(error = %e, client = %info.peer, "request target too long");
+                w.metrics.count_error(&e);
+                w.metrics
+                    .unmatched
+                    .shard(w.id)
+                    .record(e.status().as_u16(), None);
+                return Ok(respond(&e, None, None).map(|body| Tracked::new(body, busy)));
             }
             Ok(handle(req, &w, &info)
                 .await
@@ -520,6 +533,13 @@ fn malformed_h2<B>(req: &hyper::Request<B>) -> Option<&'static str> {
         return Some("CONNECT without :authority");
     }
     None
+}
+
+/// `414 uri_too_long` when the request's target (HTTP/2: `:path`; an HTTP/1.x request handed
+/// to hyper: its path and query) is longer than the listener's `max_request_target`.
+fn target_too_long<B>(req: &hyper::Request<B>, max: usize) -> Option<ProxyError> {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    (len > max).then_some(ProxyError::UriTooLong(max))
 }
 
 /// Streams an HTTP/2 client may have open at once on one connection.

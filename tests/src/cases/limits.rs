@@ -1,7 +1,8 @@
-//! Limits that keep a worker free: a request target over 8 KiB gets 414; a body over the
-//! route's `max_body` gets 413, before anything is read when its length is declared, at the
-//! limit when it is chunked (HTTP/1.1) or streamed (HTTP/2), and the upstream never gets more
-//! than the limit.
+//! Limits that keep a worker free: a request target over the listener's `max_request_target`
+//! (default 8 KiB) gets 414 on HTTP/1.1 and HTTP/2; a body over the route's `max_body` gets
+//! 413, before anything is read when its length is declared, at the limit when it is chunked
+//! (HTTP/1.1, the connection then closed) or streamed (HTTP/2), and the upstream never gets
+//! more than the limit. Each gateway-made answer is the JSON error and is counted.
 
 use bytes::Bytes;
 use meshgate_e2e::harness::{patience, trace_init, Gateway, Origin};
@@ -19,23 +20,130 @@ fn config(o: &Origin) -> String {
 
 /// Sends `bytes` and reads what comes back until the gateway closes (bounded).
 async fn exchange(gw: &Gateway, bytes: &[u8]) -> String {
-    let mut io = TcpStream::connect(gw.addr).await.unwrap();
+    exchange_at(gw.addr, bytes).await.0
+}
+
+/// Sends `bytes` to `addr` without closing its sending side, and reads what comes back: the
+/// text and whether the gateway closed the connection (false: still open after the patience).
+async fn exchange_at(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut io = TcpStream::connect(addr).await.unwrap();
     // The gateway may answer and close before taking everything: write errors are fine.
     let _ = io.write_all(bytes).await;
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(patience(), io.read_to_end(&mut got)).await;
-    String::from_utf8_lossy(&got).into_owned()
+    let closed = tokio::time::timeout(patience(), io.read_to_end(&mut got))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
+/// The value of the sample `name_and_labels` (`meshgate_x{a="b"}`) in a Prometheus text, 0
+/// when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The `error` code of a gateway-made answer's JSON body (after the head, for HTTP/1.1).
+fn error_code(answer: &str) -> String {
+    let json = answer.split_once("\r\n\r\n").map_or(answer, |(_, b)| b);
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"));
+    assert!(v["message"].is_string(), "{v}");
+    v["error"].as_str().unwrap_or("").to_string()
+}
+
+/// The first bytes of `s` (a long answer in a message).
+fn head_of(s: &str) -> &str {
+    &s[..s.len().min(300)]
+}
+
+const UNMATCHED_4XX: &str = "meshgate_requests_total{route=\"\",backend=\"\",code_class=\"4xx\"}";
+const MALFORMED: &str = "meshgate_client_errors_total{kind=\"malformed_request\"}";
+const TOO_LARGE: &str = "meshgate_client_errors_total{kind=\"body_too_large\"}";
+const SMALL_4XX: &str = "meshgate_requests_total{route=\"small\",backend=\"o\",code_class=\"4xx\"}";
+
+/// A request target over the listener's `max_request_target` (default 8 KiB; 16 KiB on a
+/// second listener) gets a 414 with the JSON error: HTTP/1.1 closes the connection, HTTP/2
+/// answers on that stream and the connection goes on; each is counted. The same target is
+/// proxied where the limit is higher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_target_gets_414_and_large_bodies_413() {
+async fn a_long_target_gets_414_per_listener_limit_on_both_protocols_and_is_counted() {
+    trace_init();
+    let o = Origin::start("o").await;
+    let wide = "[[listeners]]\naddress = \"127.0.0.1:0\"\nname = \"wide\"\nmax_request_target = \"16KiB\"\n\n";
+    let gw = Gateway::start(&format!("{wide}{}", config(&o))).unwrap();
+    let (default, wide) = (gw.listeners[0], gw.listeners[1]);
+    let path = format!("/{}", "a".repeat(9000));
+    let long = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (got, closed) = exchange_at(default, long.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 414"), "{got}");
+    assert_eq!(error_code(&got), "uri_too_long");
+    assert!(closed, "the connection is closed after the 414");
+    let ok = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (got, _) = exchange_at(wide, ok.as_bytes()).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{}", head_of(&got));
+    assert_eq!(o.hits(), 1);
+    // HTTP/2: 414 on the stream, then a short path on the same connection is proxied.
+    let answers = h2_paths(default, &[&path, "/short"]).await;
+    assert_eq!(answers[0].0, 414, "{}", answers[0].1);
+    assert_eq!(error_code(&answers[0].1), "uri_too_long");
+    assert_eq!(
+        answers[1].0, 200,
+        "the connection goes on: {}",
+        answers[1].1
+    );
+    let answers = h2_paths(wide, &[&path]).await;
+    assert_eq!(answers[0].0, 200, "{}", head_of(&answers[0].1));
+    assert_eq!(o.hits(), 3, "no refused target reached the upstream");
+    let m = gw
+        .admin_get_text(&super::support::client(), "/metrics")
+        .await;
+    assert_eq!(sample(&m, UNMATCHED_4XX), 2, "{m}");
+    assert_eq!(sample(&m, MALFORMED), 2, "{m}");
+}
+
+/// HTTP/2 GETs of `paths`, one after the other on one connection to `addr`: (status, body).
+async fn h2_paths(addr: std::net::SocketAddr, paths: &[&str]) -> Vec<(u16, String)> {
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut out = Vec::new();
+    for path in paths {
+        let mut client = client.clone().ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = tokio::time::timeout(patience(), resp)
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let (parts, mut body) = resp.into_parts();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        out.push((parts.status.as_u16(), text));
+    }
+    conn.abort();
+    out
+}
+
+/// A body over the route's `max_body` gets 413 (the JSON error, counted): before anything is
+/// read when its length is declared; at the limit when it is chunked, the connection then
+/// closed; on HTTP/2 declared or streamed. The upstream never gets an over-limit body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_get_413_are_counted_and_a_chunked_one_closes_the_connection() {
     trace_init();
     let o = Origin::start("o").await;
     let gw = Gateway::start(&config(&o)).unwrap();
-    let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
-    let got = exchange(&gw, long.as_bytes()).await;
-    assert!(got.starts_with("HTTP/1.1 414"), "{got}");
-    assert!(got.contains("uri_too_long"));
     // A declared length over the limit: refused before the body is read.
     let got = exchange(
         &gw,
@@ -43,8 +151,10 @@ async fn a_long_target_gets_414_and_large_bodies_413() {
     )
     .await;
     assert!(got.starts_with("HTTP/1.1 413"), "{got}");
-    assert!(got.contains("body_too_large") && got.contains("connection: close"));
-    // Chunked: cut at the limit.
+    assert!(got.contains("connection: close"), "{got}");
+    assert_eq!(error_code(&got), "body_too_large");
+    // Chunked: cut at the limit, and the connection closed though the client keeps its side
+    // open and has a next request queued behind the body.
     let mut chunked =
         b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..4 {
@@ -52,9 +162,20 @@ async fn a_long_target_gets_414_and_large_bodies_413() {
         chunked.extend_from_slice(&[b'x'; 0x200]);
         chunked.extend_from_slice(b"\r\n");
     }
-    chunked.extend_from_slice(b"0\r\n\r\n");
-    let got = exchange(&gw, &chunked).await;
+    chunked.extend_from_slice(b"0\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (got, closed) = exchange_at(gw.addr, &chunked).await;
     assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(got.contains("connection: close"), "{got}");
+    assert_eq!(error_code(&got), "body_too_large");
+    assert!(
+        closed,
+        "the gateway closes the connection after a chunked 413"
+    );
+    assert_eq!(
+        got.matches("HTTP/1.1 ").count(),
+        1,
+        "nothing after the 413: {got}"
+    );
     // Within the limit all is well, chunked and declared.
     let got = exchange(
         &gw,
@@ -70,6 +191,11 @@ async fn a_long_target_gets_414_and_large_bodies_413() {
     assert_eq!(h2_post(&gw, Some(5000), 5000).await, 413);
     assert_eq!(h2_post(&gw, None, 4096).await, 413);
     assert_eq!(h2_post(&gw, None, 100).await, 200);
+    let m = gw
+        .admin_get_text(&super::support::client(), "/metrics")
+        .await;
+    assert_eq!(sample(&m, TOO_LARGE), 4, "{m}");
+    assert_eq!(sample(&m, SMALL_4XX), 4, "{m}");
 }
 
 /// An HTTP/2 POST to `/upload` with `n` bytes of body (and a `content-length` when given).

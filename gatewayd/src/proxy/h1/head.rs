@@ -17,8 +17,6 @@ use super::super::error::ProxyError;
 pub const MAX_HEADERS: usize = 100;
 /// Largest head accepted, request or response.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Longest request target accepted (longer: 414), as nginx's default large header buffer.
-pub const MAX_TARGET: usize = 8 * 1024;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,12 +277,13 @@ pub fn listed_in_connection(head: &[u8], fields: &[Field], name: &[u8]) -> bool 
         .any(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// Parses a request head from the start of `buf` into `fields` (offsets into the head).
-/// `Ok(None)`: incomplete. On success the head's bytes are split off `buf`, which keeps what
-/// follows (body, pipelined requests).
+/// Parses a request head from the start of `buf` into `fields` (offsets into the head); a
+/// target longer than `max_target` bytes is refused (414). `Ok(None)`: incomplete. On success
+/// the head's bytes are split off `buf`, which keeps what follows (body, pipelined requests).
 pub fn parse_request(
     buf: &mut BytesMut,
     fields: &mut Vec<Field>,
+    max_target: usize,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -307,8 +306,8 @@ pub fn parse_request(
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| ProxyError::BadRequest("invalid method"))?;
     let target = at(parsed.path.unwrap_or("").as_bytes());
-    if target.1 as usize > MAX_TARGET {
-        return Err(ProxyError::UriTooLong(MAX_TARGET));
+    if target.1 as usize > max_target {
+        return Err(ProxyError::UriTooLong(max_target));
     }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10

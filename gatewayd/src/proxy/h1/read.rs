@@ -47,7 +47,7 @@ pub(super) async fn read_request<C: AsyncRead + Unpin, S: std::future::Future>(
                 return Read::Http2;
             }
         } else {
-            match head::parse_request(buf, fields) {
+            match head::parse_request(buf, fields, t.limits.max_target) {
                 Ok(Some(h)) => return Read::Head(h),
                 Ok(None) => {}
                 Err(e) => return Read::Bad(e),

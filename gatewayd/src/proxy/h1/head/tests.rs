@@ -4,8 +4,11 @@ use super::super::forward::{write_upstream_head, Additions};
 use super::super::response::ResponseHead;
 use super::*;
 
+/// The default request-target limit (`listeners[].max_request_target`).
+const TARGET: usize = crate::config::MAX_REQUEST_TARGET;
+
 fn req(raw: &[u8]) -> Result<Option<RequestHead>, ProxyError> {
-    parse_request(&mut BytesMut::from(raw), &mut Vec::new())
+    parse_request(&mut BytesMut::from(raw), &mut Vec::new(), TARGET)
 }
 
 #[test]
@@ -15,7 +18,9 @@ fn parses_a_request_and_keeps_what_follows() {
             [..],
     );
     let mut fields = Vec::new();
-    let h = parse_request(&mut buf, &mut fields).unwrap().unwrap();
+    let h = parse_request(&mut buf, &mut fields, TARGET)
+        .unwrap()
+        .unwrap();
     assert_eq!(h.req.method(), Method::POST);
     assert_eq!(h.req.uri(), "/a?b=1");
     assert_eq!(fields.len(), 4);
@@ -30,6 +35,18 @@ fn incomplete_heads_wait_and_huge_ones_fail() {
     let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
     big.resize(MAX_HEAD + 10, b'a');
     assert!(matches!(req(&big), Err(ProxyError::HeadTooLarge(_))));
+}
+
+#[test]
+fn a_target_over_the_limit_is_414_and_one_at_it_passes() {
+    let at = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(99));
+    let over = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100));
+    let parse =
+        |raw: &str| parse_request(&mut BytesMut::from(raw.as_bytes()), &mut Vec::new(), 100);
+    assert_eq!(parse(&at).unwrap().unwrap().req.uri().path().len(), 100);
+    let e = parse(&over).unwrap_err();
+    assert!(matches!(e, ProxyError::UriTooLong(100)), "{e}");
+    assert_eq!(e.status(), http::StatusCode::URI_TOO_LONG);
 }
 
 #[test]
@@ -142,7 +159,7 @@ fn status_line_without_a_reason_phrase() {
 
 fn upstream(raw: &[u8], add: &Additions<'_>) -> String {
     let mut fields = Vec::new();
-    let h = parse_request(&mut BytesMut::from(raw), &mut fields)
+    let h = parse_request(&mut BytesMut::from(raw), &mut fields, TARGET)
         .unwrap()
         .unwrap();
     let mut out = Vec::new();
@@ -216,6 +233,7 @@ fn an_http10_request_without_host_names_the_address_it_was_sent_to() {
     let h = parse_request(
         &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
         &mut fields,
+        TARGET,
     )
     .unwrap()
     .unwrap();
@@ -262,6 +280,7 @@ fn a_request_without_host_is_refused() {
     let h = parse_request(
         &mut BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]),
         &mut fields,
+        TARGET,
     )
     .unwrap()
     .unwrap();
@@ -274,6 +293,7 @@ fn header_map_is_empty_until_filled() {
     let mut h = parse_request(
         &mut BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\n\r\n"[..]),
         &mut fields,
+        TARGET,
     )
     .unwrap()
     .unwrap();
@@ -319,7 +339,7 @@ mod props {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = parse_request(&mut BytesMut::from(&raw[..]), &mut Vec::new());
+            let _ = parse_request(&mut BytesMut::from(&raw[..]), &mut Vec::new(), TARGET);
             let _ = ResponseHead::default().parse(&raw);
         }
 
@@ -335,7 +355,7 @@ mod props {
             }
             raw.push_str("\r\n");
             let mut parsed = Vec::new();
-            let Ok(Some(head)) = parse_request(&mut BytesMut::from(raw.as_bytes()), &mut parsed)
+            let Ok(Some(head)) = parse_request(&mut BytesMut::from(raw.as_bytes()), &mut parsed, TARGET)
             else {
                 return Ok(());
             };
