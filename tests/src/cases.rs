@@ -34,7 +34,10 @@ mod cases {
     pub mod support;
     pub mod timeouts;
     pub mod tls;
+    pub mod tls_reload;
     pub mod tls_scan;
+    pub mod tls_sessions;
+    pub mod tls_upstream;
     pub mod tracing;
     pub mod upgrade;
 }

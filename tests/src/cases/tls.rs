@@ -21,13 +21,13 @@ use reqwest::Method;
 use serde_json::Value;
 
 /// Runs blocking client work off the runtime's threads (the origin lives on them).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// A gateway in `dir` whose second listener terminates TLS with `tls` (the body of
 /// `[listeners.tls]`), proxying everything to `origin`.
-fn start(dir: &Path, origin: &Origin, tls: &str, extra_listeners: &str) -> Gateway {
+pub(crate) fn start(dir: &Path, origin: &Origin, tls: &str, extra_listeners: &str) -> Gateway {
     let body = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nname = \"tls\"\n[listeners.tls]\n{tls}\n\n{extra_listeners}\n[services.web]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"all\"\nbackends = [{{ name = \"web\", weight = 1 }}]\n",
         origin.addr
@@ -38,13 +38,13 @@ fn start(dir: &Path, origin: &Origin, tls: &str, extra_listeners: &str) -> Gatew
 
 /// A temporary directory with a test CA, leaves `(stem, name, serial)` written in it, and an
 /// origin named `web`.
-struct Setup {
-    tmp: tempfile::TempDir,
-    pki: Pki,
-    origin: Origin,
+pub(crate) struct Setup {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) pki: Pki,
+    pub(crate) origin: Origin,
 }
 
-async fn setup(leaves: &[(&str, &str, u64)]) -> Setup {
+pub(crate) async fn setup(leaves: &[(&str, &str, u64)]) -> Setup {
     trace_init();
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
@@ -56,17 +56,17 @@ async fn setup(leaves: &[(&str, &str, u64)]) -> Setup {
 }
 
 impl Setup {
-    fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.tmp.path()
     }
 
-    fn start(&self, tls: &str, extra_listeners: &str) -> Gateway {
+    pub(crate) fn start(&self, tls: &str, extra_listeners: &str) -> Gateway {
         start(self.dir(), &self.origin, tls, extra_listeners)
     }
 }
 
 /// `GET /metrics` as text.
-async fn metrics(gw: &Gateway, http: &reqwest::Client) -> String {
+pub(crate) async fn metrics(gw: &Gateway, http: &reqwest::Client) -> String {
     gw.admin_req(http, Method::GET, "/metrics")
         .send()
         .await
@@ -76,13 +76,13 @@ async fn metrics(gw: &Gateway, http: &reqwest::Client) -> String {
         .unwrap()
 }
 
-const API: &str = "certificates = [{ cert = \"api.pem\", key = \"api.key\" }]";
+pub(crate) const API: &str = "certificates = [{ cert = \"api.pem\", key = \"api.key\" }]";
 
-fn tls_addr(gw: &Gateway) -> SocketAddr {
+pub(crate) fn tls_addr(gw: &Gateway) -> SocketAddr {
     gw.listeners[1]
 }
 
-async fn handshake(addr: SocketAddr, sni: Option<&'static str>) -> Handshake {
+pub(crate) async fn handshake(addr: SocketAddr, sni: Option<&'static str>) -> Handshake {
     blocking(move || s_client(addr, sni, &[])).await
 }
 
@@ -279,7 +279,7 @@ fn load(
     (task, ok, failed)
 }
 
-async fn serial_becomes(addr: SocketAddr, want: &'static str) {
+pub(crate) async fn serial_becomes(addr: SocketAddr, want: &'static str) {
     eventually(
         &format!("new handshakes to get serial {want}"),
         || async move {

@@ -43,10 +43,29 @@ impl Pki {
 
     /// A leaf for `names` with serial `serial`, as PEM (certificate, key).
     pub fn leaf(&self, names: &[&str], serial: u64) -> (String, String) {
+        self.leaf_with(names, serial, |_| {})
+    }
+
+    /// A leaf whose validity ended in 2021 (a year after it began), as PEM (certificate, key).
+    pub fn expired_leaf(&self, names: &[&str], serial: u64) -> (String, String) {
+        self.leaf_with(names, serial, |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    /// A leaf for `names` with serial `serial` and `edit` applied to its parameters.
+    fn leaf_with(
+        &self,
+        names: &[&str],
+        serial: u64,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
         let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap_or_else(|e| panic!("params: {e}"));
         p.serial_number = Some(SerialNumber::from(serial));
+        edit(&mut p);
         let cert = p
             .signed_by(&key, &self.issuer)
             .unwrap_or_else(|e| panic!("sign: {e}"));
@@ -66,17 +85,44 @@ impl Pki {
     }
 }
 
+/// A self-signed certificate for `names` (no CA vouches for it), as PEM (certificate, key).
+pub fn self_signed(names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+    let p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("params: {e}"));
+    let cert = p
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("self-sign: {e}"));
+    (cert.pem(), key.serialize_pem())
+}
+
 /// Runs a command with a time limit (the patience), stdin closed. Panics when it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
+    run_with_input(cmd, None)
+}
+
+/// Runs a command with a time limit (the patience), `input` written to its stdin (then
+/// closed), or stdin closed at once. Panics when it cannot start.
+pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Output {
+    let stdin = match input {
+        Some(_) => Stdio::piped(),
+        None => Stdio::null(),
+    };
+    let mut child = cmd
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
+    let input = input.map(<[u8]>::to_vec);
+    let writer = child.stdin.take();
     std::thread::spawn(move || {
+        if let (Some(mut w), Some(input)) = (writer, input) {
+            use std::io::Write as _;
+            let _ = w.write_all(&input);
+        }
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(super::patience()) {
@@ -102,12 +148,25 @@ pub struct Handshake {
     pub serial: Option<String>,
     /// The negotiated protocol line (`TLSv1.3`, ...), if any.
     pub protocol: Option<String>,
+    /// The session was resumed (`Reused, …` rather than `New, …`).
+    pub reused: bool,
     /// Everything printed (for messages).
     pub transcript: String,
 }
 
 /// `openssl s_client` to `addr` with `sni` (`None`: `-noservername`) and `extra` flags.
 pub fn s_client(addr: SocketAddr, sni: Option<&str>, extra: &[&str]) -> Handshake {
+    s_client_with(addr, sni, extra, None)
+}
+
+/// [`s_client`] with `input` on its stdin (with `-ign_eof` in `extra` it then waits for the
+/// server to close, reading what the server sends after the handshake: TLS 1.3 tickets).
+pub fn s_client_with(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    extra: &[&str],
+    input: Option<&[u8]>,
+) -> Handshake {
     let mut cmd = Command::new("openssl");
     cmd.arg("s_client").arg("-connect").arg(addr.to_string());
     match sni {
@@ -115,7 +174,7 @@ pub fn s_client(addr: SocketAddr, sni: Option<&str>, extra: &[&str]) -> Handshak
         None => cmd.arg("-noservername"),
     };
     cmd.args(extra);
-    let out = run(&mut cmd);
+    let out = run_with_input(&mut cmd, input);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let transcript = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let pem = stdout.find("-----BEGIN CERTIFICATE-----").and_then(|s| {
@@ -139,17 +198,24 @@ pub fn s_client(addr: SocketAddr, sni: Option<&str>, extra: &[&str]) -> Handshak
             .strip_prefix("serial=")
             .map(str::to_string)
     });
-    // "New, TLSv1.3, Cipher is ..." (TLS 1.3 prints no session block before the tickets).
-    let protocol = stdout.lines().find_map(|l| {
-        l.strip_prefix("New, ")
-            .and_then(|rest| rest.split(',').next())
-            .map(|p| p.trim().to_string())
-    });
+    // "New, TLSv1.3, Cipher is ..." or "Reused, ..." (TLS 1.3 prints no session block before
+    // the tickets).
+    let (protocol, reused) = stdout
+        .lines()
+        .find_map(|l| {
+            let (rest, reused) = match l.strip_prefix("New, ") {
+                Some(rest) => (rest, false),
+                None => (l.strip_prefix("Reused, ")?, true),
+            };
+            Some((rest.split(',').next().map(|p| p.trim().to_string()), reused))
+        })
+        .unwrap_or((None, false));
     let ok = out.status.success() && pem.is_some() && !transcript.contains("Cipher is (NONE)");
     Handshake {
         ok,
         serial,
         protocol,
+        reused,
         transcript,
     }
 }
@@ -238,10 +304,17 @@ pub struct TlsOrigin {
 impl TlsOrigin {
     /// Starts it, serving a leaf for `names`; `require_client_cert`: mTLS.
     pub async fn start(pki: &Pki, name: &str, names: &[&str], require_client_cert: bool) -> Self {
+        let (cert, key) = pki.leaf(names, 0x4242);
+        let client_ca = require_client_cert.then(|| pki.ca());
+        Self::start_pem(name, &cert, &key, client_ca.as_deref()).await
+    }
+
+    /// Starts it, serving the PEM `cert` and `key` (a self-signed one, say); with `client_ca`
+    /// it demands a client certificate signed by that CA.
+    pub async fn start_pem(name: &str, cert: &str, key: &str, client_ca: Option<&Path>) -> Self {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (cert, key) = pki.leaf(names, 0x4242);
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap_or_else(|e| panic!("origin cert: {e}"));
@@ -250,9 +323,9 @@ impl TlsOrigin {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap_or_else(|e| panic!("{e}"));
-        let builder = if require_client_cert {
+        let builder = if let Some(ca) = client_ca {
             let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(pki.ca()).unwrap_or_else(|e| panic!("{e}")) {
+            for c in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("{e}")) {
                 roots
                     .add(c.unwrap_or_else(|e| panic!("{e}")))
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -310,5 +383,63 @@ impl TlsOrigin {
 impl Drop for TlsOrigin {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// `openssl s_server -www` on 127.0.0.1 (an ephemeral port): an HTTPS upstream that is not
+/// gatewayd's TLS stack, answering every `GET` with a page describing the handshake, in which
+/// `New, TLSv1.3, …` or `Reused, TLSv1.3, …` says whether the client resumed a session. It
+/// closes each connection after its answer, so every request is a new handshake. Killed by
+/// PID when dropped.
+pub struct OpensslWww {
+    /// Bound address.
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl OpensslWww {
+    /// Starts it with `cert` and `key` and `extra` flags (`-tls1_2` to offer TLS 1.2 only).
+    pub fn start(cert: &Path, key: &Path, extra: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-www", "-accept", "127.0.0.1:0", "-cert"])
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("openssl s_server: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| unreachable!());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reports the "ACCEPT 127.0.0.1:PORT" line, then drains the rest.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(a) = line.strip_prefix("ACCEPT ") {
+                    let _ = tx.send(a.trim().parse::<SocketAddr>());
+                }
+            }
+        });
+        match rx.recv_timeout(super::patience()) {
+            Ok(Ok(addr)) => Self { addr, child },
+            other => {
+                // Our own child, by PID.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("openssl s_server did not report its address: {other:?}");
+            }
+        }
+    }
+}
+
+impl Drop for OpensslWww {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
