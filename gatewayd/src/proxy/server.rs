@@ -424,7 +424,8 @@ async fn serve_hyper<I>(
                     .unmatched
                     .shard(w.id)
                     .record(e.status().as_u16(), None);
-                return Ok(respond(&e, None, None).map(|body| Tracked::new(body, busy)));
+                let resp = respond(&e, None, None).map(super::body::ResponseBody::full);
+                return Ok(resp.map(|body| Tracked::new(body, busy)));
             }
             Ok(handle(req, &w, &info)
                 .await
