@@ -306,12 +306,14 @@ where
 pub(crate) struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
 
 impl<'a> Slot<'a> {
-    /// A place under `max` in `load`; None when all are taken.
+    /// A place under `max` in `load`; None when all are taken. Both `then`s are lazy on
+    /// purpose: a `Slot` built and dropped on a refusal would give back a place it never took
+    /// (the count would fall below the places held, then wrap).
     pub(crate) fn take(load: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Self> {
         let taken = load
-            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then(|| n + 1))
             .is_ok();
-        taken.then_some(Self(load))
+        taken.then(|| Self(load))
     }
 }
 
@@ -335,5 +337,28 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    use super::Slot;
+
+    #[test]
+    fn a_refused_place_leaves_the_count_alone() {
+        let load = AtomicU32::new(0);
+        let a = Slot::take(&load, 2).expect("first place");
+        let b = Slot::take(&load, 2).expect("second place");
+        for _ in 0..3 {
+            assert!(Slot::take(&load, 2).is_none());
+        }
+        assert_eq!(load.load(Relaxed), 2, "refusals give back nothing");
+        drop(a);
+        assert_eq!(load.load(Relaxed), 1);
+        let c = Slot::take(&load, 2).expect("the freed place");
+        drop((b, c));
+        assert_eq!(load.load(Relaxed), 0);
     }
 }
